@@ -1,0 +1,48 @@
+"""scaling_lab: design, scale and profile concatenation-based real-time detectors.
+
+The flow: spec text -> BlockGraph -> (transforms) -> LayerGraph -> nn.Module -> analyzers.
+"""
+
+from scaling_lab.analyze.complexity import Complexity, count_graph
+from scaling_lab.analyze.profile import Profile, profile
+from scaling_lab.graph.block_graph import BlockGraph, BlockNode, build_block_graph, dump_spec
+from scaling_lab.graph.registry import FieldError, register_block, registered_blocks
+from scaling_lab.layers.builder import LayerBuilder, Port
+from scaling_lab.layers.fuse import fuse_layers
+from scaling_lab.layers.layer_graph import LayerGraph
+from scaling_lab.layers.lower import lower
+from scaling_lab.models import create_model, get_block_graph, get_layer_graph, resolve_spec
+from scaling_lab.spec import ModelSpec, SpecError, load_spec, parse_spec
+from scaling_lab.transforms.deploy import drop_aux_heads
+from scaling_lab.zoo import list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockGraph",
+    "BlockNode",
+    "Complexity",
+    "FieldError",
+    "LayerBuilder",
+    "LayerGraph",
+    "ModelSpec",
+    "Port",
+    "Profile",
+    "SpecError",
+    "build_block_graph",
+    "count_graph",
+    "create_model",
+    "drop_aux_heads",
+    "dump_spec",
+    "fuse_layers",
+    "get_block_graph",
+    "get_layer_graph",
+    "list_models",
+    "load_spec",
+    "lower",
+    "parse_spec",
+    "profile",
+    "register_block",
+    "registered_blocks",
+    "resolve_spec",
+]

@@ -1,0 +1,1 @@
+"""Analyzers: params, MACs/FLOPs (analytic, thop, fvcore), later latency and memory."""

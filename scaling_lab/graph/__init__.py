@@ -1,0 +1,1 @@
+"""BlockGraph: named blocks with meaning, and the registry of block types."""

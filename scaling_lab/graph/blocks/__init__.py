@@ -1,0 +1,3 @@
+"""Built-in block types; importing this package registers them."""
+
+from scaling_lab.graph.blocks import basic, elan, head, pyramid  # noqa: F401

@@ -1,0 +1,182 @@
+"""The block registry: block type name -> config dataclass + lowering function + scaling role.
+
+Researchers add a block from their own code without touching the package::
+
+    from dataclasses import dataclass
+    from scaling_lab import register_block
+
+    @dataclass(frozen=True)
+    class GhostCfg:
+        c: int              # output channels
+        ratio: int = 2
+
+    @register_block("ghost", GhostCfg, role="computational")
+    def lower_ghost(cfg, inputs, lb):
+        (x,) = inputs
+        primary = lb.conv(x, cfg.c // cfg.ratio, k=1)
+        cheap = lb.conv(primary, cfg.c // cfg.ratio, k=3, groups=cfg.c // cfg.ratio)
+        return lb.concat([primary, cheap])
+
+After that import, specs may use ``type: ghost``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scaling_lab.spec.errors import SpecError
+
+ROLES = ("computational", "transition", "fixed")
+
+
+class FieldError(ValueError):
+    """Raised by a config's ``check()`` to reject one field's value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """A registered block: how its fields look and how it lowers to layers."""
+
+    name: str
+    cfg_cls: type
+    lower: Callable[..., Any]
+    role: str
+    n_inputs: int | None  # None: any number (concat, detect)
+
+    @property
+    def doc(self) -> str:
+        return (self.cfg_cls.__doc__ or "").strip().splitlines()[0] if self.cfg_cls.__doc__ else ""
+
+
+_REGISTRY: dict[str, BlockType] = {}
+
+
+def register_block(
+    name: str, cfg_cls: type, *, role: str = "fixed", n_inputs: int | None = 1
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a block type; its lowering function is ``fn(cfg, inputs, lb) -> Port``.
+
+    ``role`` tells compound scaling what the block is (paper §3.2): a computational block
+    (depth scales), a transition (width follows the blocks), or fixed.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if not dataclasses.is_dataclass(cfg_cls):
+        raise TypeError(f"block '{name}': config {cfg_cls!r} must be a dataclass")
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"block registry: '{name}' is already registered")
+        _REGISTRY[name] = BlockType(name, cfg_cls, fn, role, n_inputs)
+        return fn
+
+    return decorate
+
+
+def unregister_block(name: str) -> None:
+    """Remove a block type (for tests and interactive sessions that redefine a block)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_block(name: str) -> BlockType:
+    """Look up a block type, naming the known ones when it is missing."""
+    _ensure_builtin_blocks()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown block type '{name}' (known: {', '.join(sorted(_REGISTRY))})", field="type"
+        ) from None
+
+
+def registered_blocks() -> dict[str, BlockType]:
+    _ensure_builtin_blocks()
+    return dict(_REGISTRY)
+
+
+def _ensure_builtin_blocks() -> None:
+    import scaling_lab.graph.blocks  # noqa: F401  (registers the built-in blocks on import)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    return getattr(annotation, "__name__", str(annotation)).replace("NoneType", "null")
+
+
+def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:
+    """Build a block's config from spec fields, checking names, types and ``check()``."""
+    hints = typing.get_type_hints(block.cfg_cls)
+    known = [f.name for f in dataclasses.fields(block.cfg_cls)]
+    for key, value in fields.items():
+        if key not in hints:
+            raise SpecError(
+                f"unknown field for block '{block.name}' (known: {', '.join(known)})", field=key
+            )
+        if not _type_ok(value, hints[key]):
+            raise SpecError(f"must be {_describe(hints[key])}, got {value!r}", field=key)
+    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        cfg = block.cfg_cls(**coerced)
+    except TypeError as exc:  # a required field is missing
+        missing = [
+            f.name
+            for f in dataclasses.fields(block.cfg_cls)
+            if f.name not in fields
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        raise SpecError(
+            f"required field missing for block '{block.name}'",
+            field=missing[0] if missing else None,
+        ) from exc
+    check = getattr(cfg, "check", None)
+    if check is not None:
+        try:
+            check()
+        except FieldError as exc:
+            raise SpecError(str(exc), field=exc.field) from None
+    return cfg
+
+
+def cfg_fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config that differ from their defaults (what a dump writes)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        has_default = f.default is not dataclasses.MISSING
+        if not has_default or value != f.default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

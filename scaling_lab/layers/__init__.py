@@ -1,0 +1,1 @@
+"""LayerGraph: primitive ops with shapes, lowered from a BlockGraph (no torch)."""

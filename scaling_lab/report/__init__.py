@@ -1,0 +1,1 @@
+"""Reports: paper-style tables (Markdown, CSV) built from profiles and results."""

@@ -1,0 +1,223 @@
+"""Load YAML spec text into ``ModelSpec``: the first step of the flow, plain Python only.
+
+The loader keeps line numbers and rejects duplicate keys, which plain ``yaml.safe_load``
+would silently overwrite (two nodes with one name would otherwise lose a node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaling_lab.spec.errors import SpecError
+
+TOP_LEVEL_KEYS = {
+    "name": "model name",
+    "description": "free text",
+    "family": "model family, e.g. YOLOv7",
+    "nc": "number of classes",
+    "img_size": "default square input size (pixels)",
+    "channels": "input image channels",
+    "act": "default activation for conv blocks",
+    "anchors": "anchor sizes per detection level, [w, h, w, h, ...] in pixels",
+    "reference": "published figures to compare against (params_m, gflops, ...)",
+    "nodes": "mapping of node name -> block fields",
+}
+NODE_META_KEYS = ("type", "from")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One named node as written: its block type, inputs and remaining fields."""
+
+    name: str
+    type: str
+    inputs: tuple[str, ...] | None  # None: the previous node
+    fields: dict[str, Any]
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A whole spec file: model-level settings plus ordered nodes."""
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    nc: int = 80
+    img_size: int = 640
+    channels: int = 3
+    act: str = "silu"
+    anchors: tuple[tuple[float, ...], ...] = ()
+    description: str = ""
+    family: str = ""
+    reference: dict[str, Any] = field(default_factory=dict)
+    source: str = "<spec>"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records mapping line numbers and refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise SpecError(
+                f"duplicate key '{key}' (first at line {seen[key]})", line=line, source=loader.name
+            )
+        seen[key] = line
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    mapping["__lines__"] = seen
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__lines__"}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    loader = _LineLoader(text)
+    loader.name = source
+    try:
+        data = loader.get_single_data()
+    except SpecError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"malformed YAML: {problem}", source=source, line=line) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise SpecError("a spec must be a YAML mapping with a 'nodes' section", source=source)
+    return data
+
+
+def _parse_inputs(raw: Any, name: str, source: str, line: int | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or not all(isinstance(i, str) and i for i in items):
+        raise SpecError(
+            f"must be a node name or a list of node names, got {raw!r}",
+            source=source,
+            node=name,
+            field="from",
+            line=line,
+        )
+    return tuple(items)
+
+
+def _parse_node(name: Any, body: Any, line: int | None, source: str) -> NodeSpec:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SpecError(
+            f"node names must be identifiers (letters, digits, '_'), got {name!r}",
+            source=source,
+            line=line,
+        )
+    if not isinstance(body, dict):
+        raise SpecError(
+            f"a node must be a mapping with at least 'type', got {body!r}",
+            source=source,
+            node=name,
+            line=line,
+        )
+    block_type = body.get("type")
+    if not isinstance(block_type, str):
+        raise SpecError("missing block type", source=source, node=name, field="type", line=line)
+    inputs = _parse_inputs(body.get("from"), name, source, line)
+    fields = {
+        k: _strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, "__lines__")
+    }
+    return NodeSpec(name=name, type=block_type, inputs=inputs, fields=fields, line=line)
+
+
+def _positive_int(data: dict, key: str, default: int, source: str) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(
+            f"must be a positive integer, got {value!r}",
+            source=source,
+            field=key,
+            line=data["__lines__"].get(key),
+        )
+    return value
+
+
+def _parse_anchors(raw: Any, source: str, line: int | None) -> tuple[tuple[float, ...], ...]:
+    if raw is None:
+        return ()
+    ok = isinstance(raw, list) and all(
+        isinstance(level, list)
+        and level
+        and len(level) % 2 == 0
+        and all(isinstance(v, (int, float)) and v > 0 for v in level)
+        for level in raw
+    )
+    if not ok:
+        raise SpecError(
+            "must be a list of levels, each [w, h, w, h, ...] of positive numbers",
+            source=source,
+            field="anchors",
+            line=line,
+        )
+    return tuple(tuple(float(v) for v in level) for level in raw)
+
+
+def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
+    """Parse spec text; ``source`` is only used to name the file in errors."""
+    data = _read_yaml(text, source)
+    lines = data["__lines__"]
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS) - {"__lines__"})
+    if unknown:
+        raise SpecError(
+            f"unknown top-level key (known: {', '.join(TOP_LEVEL_KEYS)})",
+            source=source,
+            field=unknown[0],
+            line=lines.get(unknown[0]),
+        )
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, dict) or len(raw_nodes) <= 1:
+        raise SpecError("must be a mapping of node name -> fields", source=source, field="nodes")
+    node_lines = raw_nodes["__lines__"]
+    nodes = tuple(
+        _parse_node(name, body, node_lines.get(name), source)
+        for name, body in raw_nodes.items()
+        if name != "__lines__"
+    )
+    return ModelSpec(
+        name=str(data.get("name") or Path(source).stem),
+        nodes=nodes,
+        nc=_positive_int(data, "nc", 80, source),
+        img_size=_positive_int(data, "img_size", 640, source),
+        channels=_positive_int(data, "channels", 3, source),
+        act=str(data.get("act", "silu")),
+        anchors=_parse_anchors(data.get("anchors"), source, lines.get("anchors")),
+        description=str(data.get("description", "")),
+        family=str(data.get("family", "")),
+        reference=_strip_lines(data.get("reference") or {}),
+        source=source,
+    )
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and parse a spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", source=str(path)) from None
+    return parse_spec(text, source=str(path))

@@ -1,0 +1,1 @@
+"""Transforms: BlockGraph -> BlockGraph (pure functions; inputs are never changed)."""
