@@ -38,25 +38,21 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models():
         spec = resolve_spec(name)
-        deploy = profile(name, deploy=True)
+        deploy, train = profile(name, deploy=True), profile(name)
+        params, gflops = f"{deploy.params_m:.2f}", f"{deploy.gflops:.1f}"
         rows.append(
-            (
-                name,
-                spec.img_size,
-                f"{deploy.params_m:.2f}",
-                f"{deploy.gflops:.1f}",
-                spec.description,
-            )
+            (name, spec.img_size, params, gflops, f"{train.params_m:.2f}", spec.description)
         )
     if args.json:
-        keys = ("model", "img_size", "params_m", "gflops", "description")
+        keys = ("model", "img_size", "params_m", "gflops", "train_params_m", "description")
         print(json.dumps([dict(zip(keys, r)) for r in rows], indent=2))
         return 0
-    header = ("model", "img", "params(M)", "GFLOPs", "description")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    header = ("model", "img", "params(M)", "GFLOPs", "train params(M)", "description")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + row[4])
-    print("\n(deploy form: fused, no auxiliary head; analytic counter; GFLOPs = 2 x GMACs)")
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + row[5])
+    print("\nparams(M), GFLOPs: deploy form (fused, no auxiliary head), GFLOPs = 2 x GMACs;")
+    print("train params(M): training form (unfused, auxiliary head); analytic counter")
     return 0
 
 
@@ -148,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         sys.stderr.write(f"lab {args.command}: error: {exc}\n")
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

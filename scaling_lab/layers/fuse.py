@@ -1,8 +1,9 @@
 """The fused (deploy) form of a LayerGraph: what re-parameterization produces.
 
 BatchNorm folds into a conv bias, a RepConv becomes one plain conv, implicit knowledge folds
-into the detection convs, auxiliary head convs are gone (``drop_aux_heads`` already pruned
-their inputs). Shapes are unchanged; only parameter layouts change.
+into the detection convs. Auxiliary heads are kept if present (the deploy graph has none:
+``drop_aux_heads`` removes them before lowering). Shapes are unchanged; only parameter
+layouts change.
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ def fused_op(op: lg.Op) -> lg.Op:
             op.c_in, op.c_out, op.k, op.s, op.k // 2, op.groups, op.act, bn=False, bias=True
         )
     if isinstance(op, lg.Detect):
-        return replace(op, implicit=False, aux_c_ins=())
+        return replace(op, implicit=False)
     return op
 
 
 def fuse_layers(graph: lg.LayerGraph) -> lg.LayerGraph:
-    """Every layer in its fused form; the graph is marked ``deploy``."""
-    detect = graph.output
-    if isinstance(detect.op, lg.Detect) and detect.op.aux_c_ins:
-        n_lead = len(detect.op.c_ins)
-        graph = replace(
-            graph, layers=(*graph.layers[:-1], replace(detect, inputs=detect.inputs[:n_lead]))
-        )
-    return graph.replace_ops({layer.name: fused_op(layer.op) for layer in graph}, form="deploy")
+    """Every layer in its fused form; marked ``deploy`` (or ``fused`` if aux heads remain)."""
+    has_aux = any(isinstance(layer.op, lg.Detect) and layer.op.aux_c_ins for layer in graph)
+    form = "fused" if has_aux else "deploy"
+    return graph.replace_ops({layer.name: fused_op(layer.op) for layer in graph}, form=form)

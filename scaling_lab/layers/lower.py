@@ -50,7 +50,11 @@ def lower(graph: BlockGraph, img_size: int | None = None) -> LayerGraph:
         raise SpecError(
             f"must be a positive integer, got {img_size}", source=graph.source, field="img_size"
         )
-    stride = max_stride(graph)
+    try:
+        stride = max_stride(graph)
+    except SpecError:
+        _lower_at(graph, img_size)  # report the structural error with the real sizes
+        raise
     if img_size % stride:
         raise SpecError(
             f"input size {img_size} is not divisible by the model's max stride "
