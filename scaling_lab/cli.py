@@ -56,6 +56,21 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_blocks(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from scaling_lab.graph.registry import registered_blocks
+
+    for name, block in sorted(registered_blocks().items()):
+        fields = []
+        for f in dataclasses.fields(block.cfg_cls):
+            has_default = f.default is not dataclasses.MISSING
+            fields.append(f"{f.name}={f.default!r}" if has_default else f.name)
+        print(f"{name:<11} [{block.role}] {block.doc}")
+        print(f"{'':<11} fields: {', '.join(fields) or '(none)'}")
+    return 0
+
+
 def _print_profile(result, per_node: bool) -> None:
     form = "deploy (fused, no auxiliary head)" if result.deploy else "training (unfused)"
     print(f"{result.model}: img {result.img_size}, nc {result.nc}, form {form}")
@@ -109,6 +124,9 @@ def make_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="list the zoo models")
     zoo.add_argument("--json", action="store_true")
     zoo.set_defaults(func=_cmd_zoo)
+
+    blocks = sub.add_parser("blocks", help="list block types, their roles and fields")
+    blocks.set_defaults(func=_cmd_blocks)
 
     prof = sub.add_parser("profile", help="params, GMACs and GFLOPs of a model")
     prof.add_argument(

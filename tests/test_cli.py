@@ -128,3 +128,19 @@ def test_bad_spec_file_is_one_line_exit_2(tmp_path):
         f"lab profile: error: {spec}:3: node 'b': field 'from': "
         "unknown input 'zz' (known: input, a, b)"
     )
+
+
+def test_blocks_lists_types_with_fields(capsys):
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    assert "eelan       [computational]" in out and "cardinality=2" in out
+    assert "mp_down     [transition]" in out
+
+
+def test_readme_example_is_the_shipped_spec_and_builds():
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "docs/examples/mini-elan.yaml").read_text()
+    block = readme.split("```yaml\n# docs/examples/mini-elan.yaml\n", 1)[1].split("```", 1)[0]
+    assert block == example
+    result = run_lab("profile", "docs/examples/mini-elan.yaml", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["img_size"] == 320
