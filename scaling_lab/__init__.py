@@ -11,9 +11,11 @@ from scaling_lab.layers.builder import LayerBuilder, Port
 from scaling_lab.layers.fuse import fuse_layers
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.lower import lower
+from scaling_lab.layers.plan_repconv import plan_repconv
 from scaling_lab.models import create_model, get_block_graph, get_layer_graph, resolve_spec
 from scaling_lab.spec import ModelSpec, SpecError, load_spec, parse_spec
 from scaling_lab.transforms.deploy import drop_aux_heads
+from scaling_lab.transforms.scale import scale
 from scaling_lab.zoo import list_models
 
 __version__ = "0.1.0"
@@ -41,8 +43,10 @@ __all__ = [
     "load_spec",
     "lower",
     "parse_spec",
+    "plan_repconv",
     "profile",
     "register_block",
     "registered_blocks",
     "resolve_spec",
+    "scale",
 ]

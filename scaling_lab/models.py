@@ -13,6 +13,7 @@ from scaling_lab.graph.block_graph import BlockGraph, build_block_graph
 from scaling_lab.layers.fuse import fuse_layers
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.lower import lower
+from scaling_lab.layers.plan_repconv import Policy
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.load import ModelSpec, load_spec
 from scaling_lab.transforms.deploy import drop_aux_heads
@@ -50,6 +51,7 @@ def get_block_graph(
     nc: int | None = None,
     img_size: int | None = None,
     deploy: bool = False,
+    repconv: Policy | None = None,
 ) -> BlockGraph:
     """The model's BlockGraph (aux heads dropped when ``deploy``), with overrides applied."""
     graph = model if isinstance(model, BlockGraph) else build_block_graph(resolve_spec(model))
@@ -59,6 +61,8 @@ def get_block_graph(
         graph = graph.with_settings(nc=nc)
     if img_size is not None:
         graph = graph.with_settings(img_size=img_size)
+    if repconv is not None:
+        graph = graph.with_settings(repconv=repconv)
     if isinstance(model, BlockGraph):
         return drop_aux_heads(graph) if deploy else graph
     return drop_aux_heads(graph) if _wants_deploy(model, deploy) else graph
@@ -70,10 +74,15 @@ def get_layer_graph(
     nc: int | None = None,
     img_size: int | None = None,
     deploy: bool = False,
+    repconv: Policy | None = None,
 ) -> LayerGraph:
-    """Lowered graph; ``deploy`` gives the fused form without auxiliary heads."""
+    """Lowered graph; ``deploy`` gives the fused form without auxiliary heads.
+
+    ``repconv`` places RepConvs (``none``, ``all``, ``planned`` or explicit positions) before
+    fusing; it overrides a ``repconv`` key in the spec.
+    """
     deploy = _wants_deploy(model, deploy) if not isinstance(model, BlockGraph) else deploy
-    graph = get_block_graph(model, nc=nc, img_size=img_size, deploy=deploy)
+    graph = get_block_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
     layers = lower(graph)
     return fuse_layers(layers) if deploy else layers
 
@@ -84,12 +93,14 @@ def create_model(
     nc: int | None = None,
     img_size: int | None = None,
     deploy: bool = False,
+    repconv: Policy | None = None,
 ) -> nn.Module:
     """Build the model as a torch module (a torch.fx GraphModule with generated forward).
 
     ``deploy=True`` builds the fused architecture with fresh weights; to fuse trained
-    weights use re-parameterization on a training-form model instead.
+    weights, build the training form and call ``reparameterize`` on it.
     """
     from scaling_lab.build import build_module
 
-    return build_module(get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy))
+    layers = get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
+    return build_module(layers)

@@ -122,6 +122,9 @@ def count_layer(layer: lg.Layer, in_shapes: list[lg.Shape]) -> LayerCount:
         params, macs, bias_adds, extra = _count_repconv(op, layer.shape)
     elif isinstance(op, lg.Detect):
         params, macs, bias_adds, extra = _count_detect(op, in_shapes)
+    elif isinstance(op, lg.BatchNormAct):
+        elements = layer.shape.c * layer.shape.h * layer.shape.w
+        params, macs, bias_adds, extra = 2 * op.c, 0, 0, THOP_BN_OPS_PER_ELEMENT * elements
     elif isinstance(op, lg.Upsample):
         params, macs, bias_adds, extra = 0, 0, 0, layer.shape.c * layer.shape.h * layer.shape.w
     elif isinstance(op, (lg.MaxPool, lg.Concat, lg.GroupConcat, lg.Merge, lg.Add, lg.Reorg)):

@@ -53,6 +53,7 @@ class BlockGraph:
     description: str = ""
     family: str = ""
     reference: dict[str, Any] = field(default_factory=dict)
+    repconv: str | dict[str, str] | None = None  # RepConv placement applied when lowering
     source: str = "<spec>"
 
     def node(self, name: str) -> BlockNode:
@@ -213,6 +214,10 @@ def dump_spec(graph: BlockGraph) -> str:
         doc["anchors"] = _FlowList(_FlowList(_compact(v) for v in lvl) for lvl in graph.anchors)
     if graph.reference:
         doc["reference"] = _FlowDict(graph.reference)
+    if graph.repconv is not None:
+        doc["repconv"] = (
+            graph.repconv if isinstance(graph.repconv, str) else _FlowDict(graph.repconv)
+        )
     doc["nodes"] = nodes
     return yaml.dump(doc, Dumper=_SpecDumper, sort_keys=False, width=100)
 

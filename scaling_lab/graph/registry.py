@@ -18,6 +18,18 @@ Researchers add a block from their own code without touching the package::
         return lb.concat([primary, cheap])
 
 After that import, specs may use ``type: ghost``.
+
+Scaling (``scaling_lab.transforms.scale``) reads what each field means from the dataclass
+field's metadata, so a registered block scales like a built-in one::
+
+    c: int = field(metadata={"scale": "width"})        # a channel count
+    c_out: int = field(metadata={"scale": "transition"})  # a block's own final 1x1 width
+    depth: int = field(default=1, metadata={"scale": "depth"})  # stacked layers
+    tap_every: int = field(default=2, metadata={"at_most": "depth"})  # kept <= depth
+
+A computational block whose output width grows with its depth (a concatenation) also defines
+``concat_width() -> int``, the width of what its transition reads; compound scaling widens
+the transition by the change of that width (paper §3.2).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from typing import Any
 from scaling_lab.spec.errors import SpecError
 
 ROLES = ("computational", "transition", "fixed")
+SCALE_KINDS = ("width", "transition", "depth")  # values of a field's metadata["scale"]
 
 
 class FieldError(ValueError):
@@ -72,6 +85,7 @@ def register_block(
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if not dataclasses.is_dataclass(cfg_cls):
         raise TypeError(f"block '{name}': config {cfg_cls!r} must be a dataclass")
+    _check_scale_metadata(name, cfg_cls)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -80,6 +94,23 @@ def register_block(
         return fn
 
     return decorate
+
+
+def _check_scale_metadata(name: str, cfg_cls: type) -> None:
+    """Refuse a misspelled scaling declaration at registration rather than ignore it."""
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    for f in dataclasses.fields(cfg_cls):
+        kind = f.metadata.get("scale")
+        if kind is not None and kind not in SCALE_KINDS:
+            raise ValueError(
+                f"block '{name}': field '{f.name}': metadata scale must be one of "
+                f"{SCALE_KINDS}, got {kind!r}"
+            )
+        bound = f.metadata.get("at_most")
+        if bound is not None and bound not in names:
+            raise ValueError(
+                f"block '{name}': field '{f.name}': metadata at_most names no field ({bound!r})"
+            )
 
 
 def unregister_block(name: str) -> None:

@@ -101,8 +101,10 @@ class LayerBuilder:
         groups: int = 1,
         act: str | None = None,
         p: int | None = None,
+        bn: bool = True,
         name: str | None = None,
     ) -> Port:
+        """A conv; ``bn=False`` with ``act="identity"`` is a bare conv (CSP's split convs)."""
         if c_out < 1:
             raise self.fail(f"conv output channels must be >= 1, got {c_out}", "c")
         if x.c % groups or c_out % groups:
@@ -111,7 +113,7 @@ class LayerBuilder:
                 "groups",
             )
         p = k // 2 if p is None else p
-        op = lg.Conv(x.c, c_out, k, s, p, groups, self._act(act))
+        op = lg.Conv(x.c, c_out, k, s, p, groups, self._act(act), bn=bn)
         return self._emit("cv", op, [x], self._spatial(x, k, s, p, c_out), name)
 
     def repconv(
@@ -140,6 +142,10 @@ class LayerBuilder:
             x.c, c_out, k, s, groups, self._act(act), can_identity if identity is None else identity
         )
         return self._emit("rep", op, [x], self._spatial(x, k, s, k // 2, c_out), name)
+
+    def bn_act(self, x: Port, act: str | None = None, name: str | None = None) -> Port:
+        """BatchNorm + activation on a feature map (after CSP's concat)."""
+        return self._emit("bn", lg.BatchNormAct(x.c, self._act(act)), [x], x.shape, name)
 
     def maxpool(
         self, x: Port, k: int, s: int | None = None, p: int | None = None, name: str | None = None

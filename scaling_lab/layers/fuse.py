@@ -16,7 +16,7 @@ from scaling_lab.layers import layer_graph as lg
 def fused_op(op: lg.Op) -> lg.Op:
     """The deploy-time op that a training-form op re-parameterizes into."""
     if isinstance(op, lg.Conv):
-        return replace(op, bn=False, bias=True)
+        return replace(op, bn=False, bias=True) if op.bn else op
     if isinstance(op, lg.RepConv):
         return lg.Conv(
             op.c_in, op.c_out, op.k, op.s, op.k // 2, op.groups, op.act, bn=False, bias=True

@@ -49,6 +49,15 @@ class RepConv:
 
 
 @dataclass(frozen=True)
+class BatchNormAct:
+    """A standalone BatchNorm + activation (CSPDarknet normalizes its concat). Kept as is when
+    fused: no single conv produces all of its channels."""
+
+    c: int
+    act: str = "silu"
+
+
+@dataclass(frozen=True)
 class MaxPool:
     k: int
     s: int
@@ -120,7 +129,19 @@ class Detect:
         return self.nc + 5
 
 
-Op = Conv | RepConv | MaxPool | Upsample | Concat | GroupConcat | Merge | Add | Reorg | Detect
+Op = (
+    Conv
+    | RepConv
+    | BatchNormAct
+    | MaxPool
+    | Upsample
+    | Concat
+    | GroupConcat
+    | Merge
+    | Add
+    | Reorg
+    | Detect
+)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from scaling_lab.graph.block_graph import INPUT, BlockGraph
 from scaling_lab.layers.builder import LayerBuilder, ModelSettings, Port
 from scaling_lab.layers.layer_graph import LayerGraph, Shape
+from scaling_lab.layers.plan_repconv import plan_repconv
 from scaling_lab.spec.errors import SpecError
 
 _PROBE_SIZE = 4096  # divisible by every stride a detector uses; finds the graph's max stride
@@ -62,4 +63,7 @@ def lower(graph: BlockGraph, img_size: int | None = None) -> LayerGraph:
             source=graph.source,
             field="img_size",
         )
-    return _lower_at(graph, img_size)
+    try:
+        return plan_repconv(_lower_at(graph, img_size), graph.repconv)
+    except SpecError as exc:
+        raise SpecError(exc.reason, source=graph.source, field=exc.field) from None

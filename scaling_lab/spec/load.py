@@ -24,6 +24,7 @@ TOP_LEVEL_KEYS = {
     "act": "default activation for conv blocks",
     "anchors": "anchor sizes per detection level, [w, h, w, h, ...] in pixels",
     "reference": "published figures to compare against (params_m, gflops, ...)",
+    "repconv": "RepConv placement: none | all | planned | {layer pattern: placement}",
     "nodes": "mapping of node name -> block fields",
 }
 NODE_META_KEYS = ("type", "from")
@@ -54,6 +55,7 @@ class ModelSpec:
     description: str = ""
     family: str = ""
     reference: dict[str, Any] = field(default_factory=dict)
+    repconv: str | dict[str, str] | None = None
     source: str = "<spec>"
 
 
@@ -177,6 +179,23 @@ def _parse_anchors(raw: Any, source: str, line: int | None) -> tuple[tuple[float
     return tuple(tuple(float(v) for v in level) for level in raw)
 
 
+def _parse_repconv(raw: Any, source: str, line: int | None) -> str | dict[str, str] | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    raw = _strip_lines(raw)
+    if isinstance(raw, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        return raw
+    raw_text = repr(raw)
+    raise SpecError(
+        f"must be a policy name or a mapping of layer pattern -> placement, got {raw_text}",
+        source=source,
+        field="repconv",
+        line=line,
+    )
+
+
 def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
     """Parse spec text; ``source`` is only used to name the file in errors."""
     data = _read_yaml(text, source)
@@ -209,6 +228,7 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
         description=str(data.get("description", "")),
         family=str(data.get("family", "")),
         reference=_strip_lines(data.get("reference") or {}),
+        repconv=_parse_repconv(data.get("repconv"), source, lines.get("repconv")),
         source=source,
     )
 

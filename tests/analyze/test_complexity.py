@@ -84,14 +84,20 @@ def test_analytic_params_equal_torch_and_macs_equal_thop(name, deploy):
 
 
 def _paper_row(reference):
-    table = _csv(f"paper_table{reference['table']}.csv")
-    img = str(reference.get("img_size", 640 if reference["table"] == 1 else None))
-    rows = [
-        r
-        for r in table
-        if r["model"] == reference["paper_row"]
-        and (reference["table"] == 2 or r["img_size"] == img)
-    ]
+    table = int(reference["table"])
+    if table >= 3:  # ablation tables share one file
+        rows = [
+            r
+            for r in _csv("paper_ablations.csv")
+            if r["table"] == str(table) and r["row"] == reference["paper_row"]
+        ]
+    else:
+        img = str(reference.get("img_size", 640))
+        rows = [
+            r
+            for r in _csv(f"paper_table{table}.csv")
+            if r["model"] == reference["paper_row"] and (table == 2 or r["img_size"] == img)
+        ]
     assert len(rows) == 1, reference
     return rows[0]
 

@@ -1,3 +1,3 @@
 """Built-in block types; importing this package registers them."""
 
-from scaling_lab.graph.blocks import basic, elan, head, pyramid  # noqa: F401
+from scaling_lab.graph.blocks import basic, csp, elan, head, pyramid  # noqa: F401

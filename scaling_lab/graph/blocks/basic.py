@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from scaling_lab.graph.registry import FieldError, register_block
@@ -21,7 +21,7 @@ def check_positive(cfg: object, *names: str) -> None:
 class ConvCfg:
     """Conv + BN + activation (the YOLOv7 `Conv`)."""
 
-    c: int  # output channels
+    c: int = field(metadata={"scale": "width"})  # output channels
     k: int = 1  # kernel size
     s: int = 1  # stride
     groups: int = 1
@@ -40,7 +40,7 @@ def lower_conv(cfg: ConvCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
 class RepConvCfg:
     """RepConv (§4.1): 3x3 + 1x1 + optional identity branches, fused to one conv for deploy."""
 
-    c: int
+    c: int = field(metadata={"scale": "width"})  # output channels
     k: int = 3
     s: int = 1
     act: str | None = None
@@ -121,7 +121,7 @@ def lower_reorg(cfg: ReorgCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
 class MpDownCfg:
     """YOLOv7 downsampling transition: [maxpool -> 1x1] and [1x1 -> 3x3 stride 2], concatenated."""
 
-    c: int  # output channels (each branch has c / 2)
+    c: int = field(metadata={"scale": "width"})  # output channels (each branch has c / 2)
     k: int = 2  # pooling kernel and stride
 
     def check(self) -> None:
@@ -143,7 +143,7 @@ def lower_mp_down(cfg: MpDownCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
 class DownCCfg:
     """DownC (E6, D6, E6E): [1x1 at input width -> 3x3 stride 2] and [maxpool -> 1x1], concat."""
 
-    c: int
+    c: int = field(metadata={"scale": "width"})  # output channels (each branch has c / 2)
     k: int = 2
 
     def check(self) -> None:

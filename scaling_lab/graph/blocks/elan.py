@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scaling_lab.graph.blocks.basic import check_positive
 from scaling_lab.graph.registry import FieldError, register_block
@@ -18,11 +18,11 @@ class ElanCfg:
     newest first, as in the reference implementation.
     """
 
-    c_out: int  # transition (final 1x1) width
-    c_hidden: int  # entry 1x1 widths
-    c_chain: int | None = None  # 3x3 chain width; None: c_hidden
-    depth: int = 4  # number of stacked 3x3 convs
-    tap_every: int = 2
+    c_out: int = field(metadata={"scale": "transition"})  # transition (final 1x1) width
+    c_hidden: int = field(metadata={"scale": "width"})  # entry 1x1 widths
+    c_chain: int | None = field(default=None, metadata={"scale": "width"})  # None: c_hidden
+    depth: int = field(default=4, metadata={"scale": "depth"})  # number of stacked 3x3 convs
+    tap_every: int = field(default=2, metadata={"at_most": "depth"})
     transition: bool = True  # False: end at the concat (no final 1x1)
 
     def check(self) -> None:
@@ -36,7 +36,11 @@ class ElanCfg:
 
     def n_taps(self) -> int:
         """How many tensors the concat joins (both entries + tapped chain outputs)."""
-        return 2 + self.depth // self.tap_every
+        return 2 + sum(self.tapped(i) for i in range(self.depth))
+
+    def concat_width(self) -> int:
+        """Channels of the concat the transition reads (what depth scaling widens, §3.2)."""
+        return 2 * self.c_hidden + (self.n_taps() - 2) * self.chain_width
 
     def tapped(self, i: int) -> bool:
         """Is chain output ``i`` (0-based) concatenated? Counted back from the last one."""
@@ -72,6 +76,9 @@ class EElanCfg(ElanCfg):
     """
 
     cardinality: int = 2
+
+    def concat_width(self) -> int:
+        return super().concat_width() * self.cardinality
 
     def check(self) -> None:
         super().check()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scaling_lab.graph.blocks.basic import check_positive
 from scaling_lab.graph.registry import FieldError, register_block
@@ -13,8 +13,8 @@ from scaling_lab.layers.builder import LayerBuilder, Port
 class SppcspcCfg:
     """SPPCSPC; ``light`` is yolov7-tiny's form (no 3x3 convs, one 1x1 before the pools)."""
 
-    c: int  # output channels
-    hidden: int | None = None  # branch width; None: c
+    c: int = field(metadata={"scale": "width"})  # output channels
+    hidden: int | None = field(default=None, metadata={"scale": "width"})  # branch; None: c
     k: tuple[int, ...] = (5, 9, 13)  # pooling kernels (stride 1)
     light: bool = False
 
@@ -24,7 +24,8 @@ class SppcspcCfg:
             raise FieldError("k", f"pool kernels must be odd and >= 1, got {list(self.k)}")
 
 
-@register_block("sppcspc", SppcspcCfg, role="fixed")
+# A transition for scaling: its widths follow the model's (YOLOv7 -> YOLOv7-X: 512 -> 640).
+@register_block("sppcspc", SppcspcCfg, role="transition")
 def lower_sppcspc(cfg: SppcspcCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     (x,) = inputs
     hidden = cfg.hidden or cfg.c
