@@ -91,6 +91,61 @@ def _print_profile(result, per_node: bool) -> None:
         print(line)
 
 
+def _graph_from_args(args: argparse.Namespace, deploy: bool = False):
+    """The BlockGraph the model flags describe: overrides, RepConv policy, scaling."""
+    from scaling_lab.layers.plan_repconv import parse_policy
+    from scaling_lab.models import get_block_graph
+    from scaling_lab.transforms.scale import scale
+
+    repconv = parse_policy(args.repconv) if args.repconv else None
+    graph = get_block_graph(args.model, nc=args.nc, img_size=args.img, repconv=repconv)
+    if args.scale_mode:
+        graph = scale(graph, depth=args.depth, width=args.width, mode=args.scale_mode)
+        suffix = f"{args.scale_mode}-d{args.depth:g}" + (f"-w{args.width:g}" if args.width else "")
+        graph = graph.with_settings(name=f"{graph.name}@{suffix}")
+    elif args.depth != 1.0 or args.width is not None:
+        raise SpecError(
+            "--depth/--width need --scale-mode width|depth|compound", field="scale-mode"
+        )
+    if deploy:
+        from scaling_lab.transforms.deploy import drop_aux_heads
+
+        graph = drop_aux_heads(graph)
+    return graph
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from scaling_lab.graph.block_graph import dump_spec
+    from scaling_lab.models import get_layer_graph
+    from scaling_lab.report.graph_view import render_graph
+
+    graph = _graph_from_args(args, deploy=args.deploy)
+    if args.dump:
+        print(dump_spec(graph), end="")
+        return 0
+    print(render_graph(graph, get_layer_graph(graph, deploy=args.deploy)))
+    return 0
+
+
+def _cmd_fuse_check(args: argparse.Namespace) -> int:
+    from scaling_lab.analyze.fuse_check import fuse_check
+
+    dtype = {"float32": torch_dtype("float32"), "float64": torch_dtype("float64")}[args.dtype]
+    result = fuse_check(_graph_from_args(args), img_size=args.img, dtype=dtype)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0 if result["ok"] else 1
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from scaling_lab.analyze.profile import profile
 
@@ -103,14 +158,37 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise SpecError("give a zoo model name or a spec path (or --zoo)", field="MODEL")
-    result = profile(
-        args.model, img_size=args.img, nc=args.nc, deploy=args.deploy, counter=args.counter
-    )
+    graph = _graph_from_args(args)
+    result = profile(graph, deploy=args.deploy, counter=args.counter)
     if args.json:
         print(json.dumps(result.to_dict(per_node=args.per_node)))
     else:
         _print_profile(result, args.per_node)
     return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "model",
+        nargs=None if required else "?",
+        metavar="MODEL_OR_SPEC",
+        help="zoo name (yolov7, yolov7-deploy, ...) or path of a .yaml spec",
+    )
+    p.add_argument("--img", type=_positive, help="square input size (default: the spec's)")
+    p.add_argument("--nc", type=_positive, help="number of classes (default: the spec's)")
+    p.add_argument(
+        "--repconv",
+        metavar="POLICY",
+        help="RepConv placement: none | all | planned | PATTERN=PLACEMENT,... "
+        "(placements: conv, repconv, repconvn, planned, all)",
+    )
+    p.add_argument(
+        "--scale-mode",
+        choices=("width", "depth", "compound"),
+        help="scale the graph (paper §3.2) before anything else",
+    )
+    p.add_argument("--depth", type=float, default=1.0, help="depth factor for --scale-mode")
+    p.add_argument("--width", type=float, help="width factor for --scale-mode")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -129,14 +207,7 @@ def make_parser() -> argparse.ArgumentParser:
     blocks.set_defaults(func=_cmd_blocks)
 
     prof = sub.add_parser("profile", help="params, GMACs and GFLOPs of a model")
-    prof.add_argument(
-        "model",
-        nargs="?",
-        metavar="MODEL_OR_SPEC",
-        help="zoo name (yolov7, yolov7-deploy, ...) or path of a .yaml spec",
-    )
-    prof.add_argument("--img", type=_positive, help="square input size (default: the spec's)")
-    prof.add_argument("--nc", type=_positive, help="number of classes (default: the spec's)")
+    _add_model_args(prof, required=False)
     prof.add_argument(
         "--deploy",
         action="store_true",
@@ -152,6 +223,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     prof.add_argument("--out", default="reports/zoo", help="output folder for --zoo")
     prof.set_defaults(func=_cmd_profile)
+
+    show = sub.add_parser("show", help="list a graph's nodes, roles, shapes and RepConvs")
+    _add_model_args(show)
+    show.add_argument("--deploy", action="store_true", help="the deploy graph (fused)")
+    show.add_argument("--dump", action="store_true", help="print the transformed spec text")
+    show.set_defaults(func=_cmd_show)
+
+    check = sub.add_parser("fuse-check", help="fused vs training-form outputs on random input")
+    _add_model_args(check)
+    check.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(func=_cmd_fuse_check)
     return parser
 
 

@@ -145,3 +145,80 @@ def test_readme_example_is_the_shipped_spec_and_builds():
     assert block == example
     result = run_lab("profile", "docs/examples/mini-elan.yaml", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["img_size"] == 320
+
+
+def test_profile_with_scaling_and_repconv(capsys):
+    assert (
+        main(
+            [
+                "profile",
+                "yolov7x-base",
+                "--scale-mode",
+                "compound",
+                "--depth",
+                "1.5",
+                "--width",
+                "1.25",
+                "--deploy",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert abs(data["params"] / 1e6 - 71.3) <= 0.05 and abs(data["gflops"] / 189.9 - 1) < 0.005
+    assert main(["profile", "yolov7", "--repconv", "none", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["profile", "yolov7", "--repconv", "planned", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["params"] > plain["params"]
+
+
+def test_show_marks_repconvs_and_dump_round_trips(capsys, tmp_path):
+    assert main(["show", "yolov7", "--repconv", "planned"]) == 0
+    out = capsys.readouterr().out
+    assert "elan [compu]" in out and "cv4:RepConvN" in out and "cv3:RepConv " in out
+    assert (
+        main(
+            [
+                "show",
+                "yolov7x-base",
+                "--scale-mode",
+                "depth",
+                "--depth",
+                "2",
+                "--repconv",
+                "planned",
+                "--dump",
+            ]
+        )
+        == 0
+    )
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(capsys.readouterr().out)
+    assert "repconv: planned" in dumped.read_text() and "depth: 8" in dumped.read_text()
+    assert main(["profile", str(dumped), "--deploy", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert abs(data["params"] / 1e6 - 69.3) <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["profile", "yolov7", "--scale-mode", "compound", "--depth", "0"],
+            "argument 'depth' must be > 0",
+        ),
+        (
+            ["profile", "yolov7", "--scale-mode", "width", "--width", "-1"],
+            "argument 'width' must be > 0",
+        ),
+        (["profile", "yolov7", "--depth", "2"], "--depth/--width need --scale-mode"),
+        (["show", "yolov7", "--repconv", "elan9.cv3=repconv"], "position 'elan9.cv3' names no"),
+        (["show", "yolov7", "--repconv", "sometimes"], "unknown RepConv policy 'sometimes'"),
+    ],
+)
+def test_bad_transforms_are_one_line_errors(args, message):
+    result = run_lab(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling_lab.analyze.complexity import Complexity, count_graph
+from scaling_lab.graph.block_graph import BlockGraph
 from scaling_lab.layers.layer_graph import LayerGraph
+from scaling_lab.layers.plan_repconv import Policy
 from scaling_lab.spec.errors import SpecError
 
 COUNTERS = ("analytic", "thop", "fvcore")
@@ -92,18 +94,19 @@ def profile_graph(graph: LayerGraph, *, model: str, counter: str = "analytic") -
 
 
 def profile(
-    model: str | Path,
+    model: str | Path | BlockGraph,
     *,
     img_size: int | None = None,
     nc: int | None = None,
     deploy: bool = False,
     counter: str = "analytic",
+    repconv: Policy | None = None,
 ) -> Profile:
-    """Params / GMACs / GFLOPs of a zoo model or spec file at a square input."""
-    from scaling_lab.models import get_layer_graph, resolve_spec
+    """Params / GMACs / GFLOPs of a zoo model, spec file or BlockGraph at a square input."""
+    from scaling_lab.models import get_block_graph, get_layer_graph
 
-    graph = get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy)
-    name = resolve_spec(model).name
+    graph = get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
+    name = model.name if isinstance(model, BlockGraph) else get_block_graph(model).name
     return profile_graph(
         graph, model=name + ("-deploy" if graph.form == "deploy" else ""), counter=counter
     )
