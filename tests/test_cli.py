@@ -222,3 +222,10 @@ def test_bad_transforms_are_one_line_errors(args, message):
     result = run_lab(*args)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fuse_check_json(capsys):
+    assert main(["fuse-check", "yolov7-tiny", "--repconv", "planned", "--img", "64", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["max_abs_diff"] <= 1e-4 * data["max_abs_output"]
+    assert data["params_fused"] == data["params_deploy_expected"] < data["params_training"]
