@@ -132,6 +132,7 @@ def _cmd_fuse_check(args: argparse.Namespace) -> int:
 
     dtype = {"float32": torch_dtype("float32"), "float64": torch_dtype("float64")}[args.dtype]
     result = fuse_check(_graph_from_args(args), img_size=args.img, dtype=dtype)
+    result["repconv"] = args.repconv or "as written"
     if args.json:
         print(json.dumps(result))
     else:
@@ -164,6 +165,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(per_node=args.per_node)))
     else:
         _print_profile(result, args.per_node)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_lab.spec.layer_list import load_layer_list
+
+    imported = load_layer_list(args.config, name=args.name)
+    if args.out is None:
+        print(imported.text, end="")
+        return 0
+    Path(args.out).write_text(imported.text)
+    print(f"wrote {args.out} ({len(imported.spec.nodes)} nodes; `lab profile {args.out}`)")
     return 0
 
 
@@ -235,6 +250,14 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=_cmd_fuse_check)
+
+    imp = sub.add_parser(
+        "import", help="convert a YOLO layer-list config (YOLOv5/YOLOv7 format) to a spec"
+    )
+    imp.add_argument("config", metavar="CONFIG.yaml", help="config with backbone/head lists")
+    imp.add_argument("--out", metavar="SPEC.yaml", help="write the spec here (default: stdout)")
+    imp.add_argument("--name", help="model name (default: the config's file name)")
+    imp.set_defaults(func=_cmd_import)
     return parser
 
 

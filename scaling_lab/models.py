@@ -15,6 +15,7 @@ from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.lower import lower
 from scaling_lab.layers.plan_repconv import Policy
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.spec.layer_list import is_layer_list_file, load_layer_list
 from scaling_lab.spec.load import ModelSpec, load_spec
 from scaling_lab.transforms.deploy import drop_aux_heads
 from scaling_lab.zoo import list_models, load_zoo_spec
@@ -32,11 +33,14 @@ def _split_deploy(model: str) -> tuple[str, bool]:
 
 
 def resolve_spec(model: str | Path | ModelSpec) -> ModelSpec:
-    """A zoo name or a spec path -> the parsed spec."""
+    """A zoo name or a spec path -> the parsed spec. A YAML file with ``backbone`` and
+    ``head`` lists is a YOLO layer-list config (YOLOv5 / YOLOv7 format) and is imported."""
     if isinstance(model, ModelSpec):
         return model
     text = str(model)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        if is_layer_list_file(text):
+            return load_layer_list(text).spec
         return load_spec(text)
     return load_zoo_spec(_split_deploy(text)[0])
 

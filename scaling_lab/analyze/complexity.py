@@ -113,6 +113,22 @@ def _count_detect(op: lg.Detect, in_shapes: list[lg.Shape]) -> tuple[int, int, i
     return params, macs + bias_adds, bias_adds, 0
 
 
+# Data movement, pooling and element-wise joins: no params, no MACs, nothing thop counts (the
+# global average pool and the product are functions in the built forward, not modules).
+_FREE_OPS = (
+    lg.MaxPool,
+    lg.Concat,
+    lg.GroupConcat,
+    lg.Merge,
+    lg.Add,
+    lg.Reorg,
+    lg.Chunk,
+    lg.GlobalAvgPool,
+    lg.Mul,
+    lg.Outputs,
+)
+
+
 def count_layer(layer: lg.Layer, in_shapes: list[lg.Shape]) -> LayerCount:
     """Params and MACs of one layer; an op this counter does not know is an error."""
     op = layer.op
@@ -127,7 +143,7 @@ def count_layer(layer: lg.Layer, in_shapes: list[lg.Shape]) -> LayerCount:
         params, macs, bias_adds, extra = 2 * op.c, 0, 0, THOP_BN_OPS_PER_ELEMENT * elements
     elif isinstance(op, lg.Upsample):
         params, macs, bias_adds, extra = 0, 0, 0, layer.shape.c * layer.shape.h * layer.shape.w
-    elif isinstance(op, (lg.MaxPool, lg.Concat, lg.GroupConcat, lg.Merge, lg.Add, lg.Reorg)):
+    elif isinstance(op, _FREE_OPS):
         params, macs, bias_adds, extra = 0, 0, 0, 0
     else:  # refuse to count zero for something unknown (a common trap of op counters)
         raise TypeError(

@@ -13,7 +13,16 @@ from typing import Any
 from scaling_lab.layers import layer_graph as lg
 from scaling_lab.spec.errors import SpecError
 
-ACTIVATIONS = ("silu", "leaky_relu", "relu", "hardswish", "mish", "identity")
+ACTIVATIONS = (
+    "silu",
+    "leaky_relu",
+    "relu",
+    "hardswish",
+    "mish",
+    "sigmoid",
+    "hardsigmoid",
+    "identity",
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,11 @@ class LayerBuilder:
         act: str | None = None,
         p: int | None = None,
         bn: bool = True,
+        bias: bool = False,
         name: str | None = None,
     ) -> Port:
-        """A conv; ``bn=False`` with ``act="identity"`` is a bare conv (CSP's split convs)."""
+        """A conv; ``bn=False`` with ``act="identity"`` is a bare conv (CSP's split convs);
+        ``bn=False, bias=True`` a plain conv with bias (prediction convs, attention gates)."""
         if c_out < 1:
             raise self.fail(f"conv output channels must be >= 1, got {c_out}", "c")
         if x.c % groups or c_out % groups:
@@ -113,7 +124,7 @@ class LayerBuilder:
                 "groups",
             )
         p = k // 2 if p is None else p
-        op = lg.Conv(x.c, c_out, k, s, p, groups, self._act(act), bn=bn)
+        op = lg.Conv(x.c, c_out, k, s, p, groups, self._act(act), bn=bn, bias=bias)
         return self._emit("cv", op, [x], self._spatial(x, k, s, p, c_out), name)
 
     def repconv(
@@ -210,6 +221,37 @@ class LayerBuilder:
             raise self.fail(f"reorg needs even height and width, got {x.shape.h}x{x.shape.w}")
         shape = lg.Shape(x.c * 4, x.shape.h // 2, x.shape.w // 2, x.shape.stride * 2)
         return self._emit("reorg", lg.Reorg(), [x], shape, name)
+
+    def chunk(self, x: Port, groups: int, index: int, name: str | None = None) -> Port:
+        """Channel slice ``index`` (0-based) of ``groups`` equal slices."""
+        if groups < 1 or x.c % groups:
+            raise self.fail(f"{x.c} channels cannot split into {groups} equal groups", "groups")
+        if not 0 <= index < groups:
+            raise self.fail(f"slice index must be in 0..{groups - 1}, got {index}", "index")
+        op = lg.Chunk(groups, index)
+        return self._emit("chunk", op, [x], replace(x.shape, c=x.c // groups), name)
+
+    def global_avg_pool(self, x: Port, name: str | None = None) -> Port:
+        return self._emit("gap", lg.GlobalAvgPool(), [x], replace(x.shape, h=1, w=1), name)
+
+    def mul(self, x: Port, gate: Port, name: str | None = None) -> Port:
+        """``x * gate``; a 1x1 gate is broadcast over x's height and width."""
+        if gate.c != x.c:
+            raise self.fail(
+                f"mul needs equal channels, got {x.c} ('{x.name}') and {gate.c} ('{gate.name}')",
+                "from",
+            )
+        if (gate.shape.h, gate.shape.w) != (1, 1):
+            self._same_spatial([x, gate], "mul")
+        return self._emit("mul", lg.Mul(), [x, gate], x.shape, name)
+
+    def outputs(self, levels: list[Port], name: str | None = None) -> Port:
+        """A decoupled head's output: the level maps (training) or all cells flattened (eval)."""
+        if len({x.c for x in levels}) != 1:
+            raise self.fail("every level map needs the same channels", "from")
+        cells = sum(x.shape.h * x.shape.w for x in levels)
+        shape = lg.Shape(levels[0].c, cells, 1, levels[0].shape.stride)
+        return self._emit("out", lg.Outputs(), levels, shape, name)
 
     def detect(
         self,

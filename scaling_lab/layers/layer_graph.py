@@ -105,6 +105,31 @@ class Reorg:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Channel slice ``index`` of ``groups`` equal slices (Darknet's grouped route, YOLOv4-tiny)."""
+
+    groups: int
+    index: int
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Mean over height and width: c x 1 x 1 (the squeeze of squeeze-excitation)."""
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Elementwise product; a 1x1 input is broadcast over the other's height and width
+    (channel attention: features x gate)."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The model output of a decoupled head: in training mode the per-level maps; in eval mode
+    each level flattened to (B, H*W, C) and all levels concatenated, (B, N, C)."""
+
+
+@dataclass(frozen=True)
 class Detect:
     """YOLO detection head: a 1x1 conv per level, with implicit knowledge (§ YOLOR) if asked.
 
@@ -140,6 +165,10 @@ Op = (
     | Merge
     | Add
     | Reorg
+    | Chunk
+    | GlobalAvgPool
+    | Mul
+    | Outputs
     | Detect
 )
 

@@ -26,14 +26,17 @@ class ConvCfg:
     s: int = 1  # stride
     groups: int = 1
     act: str | None = None  # None: the model's default activation
+    p: int | None = None  # padding; None: k // 2 (YOLOv5's 6x6 stem: k 6, s 2, p 2)
 
     def check(self) -> None:
         check_positive(self, "c", "k", "s", "groups")
+        if self.p is not None and self.p < 0:
+            raise FieldError("p", f"must be >= 0, got {self.p}")
 
 
 @register_block("conv", ConvCfg, role="transition")
 def lower_conv(cfg: ConvCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
-    return lb.conv(inputs[0], cfg.c, cfg.k, cfg.s, groups=cfg.groups, act=cfg.act)
+    return lb.conv(inputs[0], cfg.c, cfg.k, cfg.s, groups=cfg.groups, act=cfg.act, p=cfg.p)
 
 
 @dataclass(frozen=True)
