@@ -7,7 +7,19 @@ import textwrap
 import pytest
 
 from scaling_lab.graph.block_graph import build_block_graph
+from scaling_lab.models import resolve_spec
 from scaling_lab.spec import parse_spec
+from scaling_lab.zoo import list_models
+
+# Zoo models that build in the default test run: every YOLOv7 model, and one of each baseline
+# family (the others are marked slow; their blocks are covered by the small specs).
+REPRESENTATIVES = {
+    "YOLOv4": "yolov4-tiny",
+    "YOLOR": "yolor-p6",
+    "YOLOv5": "yolov5n",
+    "YOLOX": "yolox-s",
+    "PP-YOLOE": "ppyoloe-s",
+}
 
 TINY_SPEC = """\
 name: tiny-test
@@ -29,6 +41,21 @@ nodes:
   rep4: {type: repconv, from: elan2, c: 64}
   head: {type: detect, from: [rep3, rep4]}
 """
+
+
+def zoo_cases() -> list:
+    """Zoo names for tests that build modules: baselines beyond one per family are slow."""
+    cases = []
+    for name in list_models():
+        family = resolve_spec(name).family
+        fast = family == "YOLOv7" or REPRESENTATIVES.get(family) == name
+        cases.append(name if fast else pytest.param(name, marks=pytest.mark.slow))
+    return cases
+
+
+def small_size(name: str) -> int:
+    """A small input size for building a zoo model: 128 for P5 models, 256 for P6."""
+    return 128 if resolve_spec(name).img_size <= 640 else 256
 
 
 def spec_text(body: str) -> str:

@@ -17,17 +17,18 @@ from scaling_lab import (
 from scaling_lab.analyze.complexity import count_layer
 from scaling_lab.analyze.counters import count_thop
 from scaling_lab.layers import layer_graph as lg
-from tests.conftest import graph_from
+from tests.conftest import graph_from, small_size, zoo_cases
+
+# Tolerances against the paper: the YOLOv7 family is ours to reproduce to the printed digit;
+# the baselines' figures come from their own papers' counters (issue: 0.1M params, 1% FLOPs).
+TOLERANCE = {"YOLOv7": (0.05, 0.005)}
+BASELINE_TOLERANCE = (0.1, 0.01)
 
 
 def _csv(name):
     path = resources.files("scaling_lab.zoo") / "reference" / name
     with open(str(path)) as f:
         return list(csv.DictReader(f))
-
-
-def _small(name):
-    return 128 if resolve_spec(name).img_size == 640 else 256
 
 
 ONE_OF_EACH = """\
@@ -69,9 +70,9 @@ def test_unknown_op_is_refused_not_counted_as_zero():
 
 
 @pytest.mark.parametrize("deploy", [False, True], ids=["training", "deploy"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_cases())
 def test_analytic_params_equal_torch_and_macs_equal_thop(name, deploy):
-    img = _small(name)
+    img = small_size(name)
     layers = get_layer_graph(name, img_size=img, deploy=deploy)
     ours = count_graph(layers)
     model = create_model(name, img_size=img, deploy=deploy)
@@ -110,8 +111,9 @@ def test_zoo_matches_paper(name):
     assert float(row["params_m"]) == ref["params_m"] and float(row["gflops"]) == ref["gflops"]
     deploy = ref.get("graph", "deploy") == "deploy"
     counted = count_graph(get_layer_graph(name, img_size=ref.get("img_size"), deploy=deploy))
-    assert abs(counted.params / 1e6 - ref["params_m"]) <= 0.05
-    assert abs(counted.gflops / ref["gflops"] - 1) <= 0.005
+    params_tol, gflops_tol = TOLERANCE.get(spec.family, BASELINE_TOLERANCE)
+    assert abs(counted.params / 1e6 - ref["params_m"]) <= params_tol
+    assert abs(counted.gflops / ref["gflops"] - 1) <= gflops_tol
 
 
 @pytest.mark.parametrize(

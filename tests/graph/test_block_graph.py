@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from scaling_lab import create_model, dump_spec, list_models
+from scaling_lab import create_model, dump_spec
 from scaling_lab.graph.block_graph import build_block_graph
 from scaling_lab.models import get_block_graph
 from scaling_lab.spec import SpecError, parse_spec
-from tests.conftest import graph_from
+from tests.conftest import graph_from, small_size, zoo_cases
 
 
 def _nodes(body: str) -> str:
@@ -32,7 +32,7 @@ def test_unknown_field_lists_known():
     with pytest.raises(
         SpecError,
         match=r"node 'a': field 'kernel': unknown field for block "
-        r"'conv' \(known: c, k, s, groups, act\)",
+        r"'conv' \(known: c, k, s, groups, act, p\)",
     ):
         graph_from(_nodes("  a: {type: conv, c: 8, kernel: 3}\n  b: {type: conv, c: 8}\n"))
 
@@ -87,14 +87,14 @@ def _param_shapes(model):
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_cases())
 def test_dump_round_trip_builds_identical_model(name):
     graph = get_block_graph(name)
     text = dump_spec(graph)
     again = build_block_graph(parse_spec(text, source="dumped.yaml"))
     assert again.nodes == graph.nodes
     assert dump_spec(again) == text
-    small = 128 if graph.img_size == 640 else 256
+    small = small_size(name)
     original = create_model(graph, img_size=small)
     rebuilt = create_model(again, img_size=small)
     assert _param_shapes(original) == _param_shapes(rebuilt)
