@@ -1,0 +1,216 @@
+"""Training checkpoints and reproducibility: atomic writes, ``weights_only`` loads, RNG state
+capture and restore (global and data loader generators), seeding, deterministic mode.
+
+A checkpoint is a dict of plain Python values and tensors (state_dicts, never module
+objects), so ``torch.load(path, weights_only=True)`` reads it. The model is rebuilt from the
+spec text stored under ``"spec"`` (``dump_spec`` of the trained BlockGraph), then its weights
+are loaded. Keys written by the trainer:
+
+``format``, ``kind`` ("last" or "best"), ``spec``, ``config`` (the TrainConfig as a dict),
+``hyp``, ``nc``, ``model``, ``ema``, ``optimizer``, ``scaler``, ``epoch`` (the epoch in
+progress, or the next one at an epoch boundary), ``step_in_epoch`` (batches of ``epoch`` done;
+0 at a boundary), ``global_step``, ``last_opt_step``, ``best_fitness``, ``metrics``, ``rng``
+(per rank), ``rng_epoch_start`` (per rank, mid-epoch checkpoints only), ``loader_rng``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "scaling_lab.train/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable scaling_lab training checkpoint."""
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``: a
+    reader (or a run killed mid-write) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "weights" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a scaling_lab training checkpoint ({FORMAT})")
+    return ckpt
+
+
+# --- RNG state ------------------------------------------------------------------------------
+
+
+def _numpy_state() -> dict[str, Any]:
+    """numpy's legacy global RNG state with the key array as a tensor (weights_only safe)."""
+    state = np.random.get_state(legacy=False)
+    inner = state["state"]
+    return {
+        "bit_generator": state["bit_generator"],
+        "key": torch.from_numpy(np.asarray(inner["key"], dtype=np.int64)),
+        "pos": int(inner["pos"]),
+        "has_gauss": int(state["has_gauss"]),
+        "gauss": float(state["gauss"]),
+    }
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    key = state["key"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["bit_generator"], key, state["pos"], state["has_gauss"], state["gauss"])
+    )
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_python_state(state: list[Any]) -> None:
+    version, internal, gauss = state
+    random.setstate((version, tuple(internal), gauss))
+
+
+def capture_rng() -> dict[str, Any]:
+    """The global RNG states of this process: python, numpy, torch and (once CUDA is in use)
+    the current CUDA device's, the one device a training process drives."""
+    state = {"python": _python_state(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo ``capture_rng``: the next random number drawn equals the one drawn after it."""
+    _set_python_state(state["python"])
+    _set_numpy_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the run (warn where an op has none); restored afterwards."""
+    if not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+        cudnn.deterministic,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cudnn.benchmark, cudnn.deterministic = False, True
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.benchmark, cudnn.deterministic = before[2], before[3]
+
+
+@contextmanager
+def rng_fork() -> Iterator[None]:
+    """Random draws inside (evaluation, plotting) do not move the training RNG streams."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
+
+
+# --- data loader generators ---------------------------------------------------------------
+
+_GENERATOR_PATHS = (
+    "generator",
+    "sampler.generator",
+    "batch_sampler.generator",
+    "batch_sampler.sampler.generator",
+    "dataset.generator",
+)
+
+
+def _loader_generators(loader: Any) -> dict[str, torch.Generator]:
+    """The torch Generators a data loader draws its order and worker seeds from."""
+    found: dict[str, torch.Generator] = {}
+    ids: set[int] = set()
+    for path in _GENERATOR_PATHS:
+        obj = loader
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.Generator) and id(obj) not in ids:
+            ids.add(id(obj))
+            found[path] = obj
+    return found
+
+
+def capture_loader_rng(loader: Any) -> dict[str, Any]:
+    """States of the loader's own generators (shuffle order, worker base seeds) and of its
+    ``rng_state()`` hook if it has one."""
+    state: dict[str, Any] = {
+        path: gen.get_state() for path, gen in _loader_generators(loader).items()
+    }
+    hook = getattr(loader, "rng_state", None)
+    if callable(hook):
+        state["hook"] = hook()
+    return state
+
+
+def restore_loader_rng(loader: Any, state: dict[str, Any]) -> None:
+    for path, gen in _loader_generators(loader).items():
+        if path in state:
+            gen.set_state(state[path])
+    hook = getattr(loader, "set_rng_state", None)
+    if "hook" in state and callable(hook):
+        hook(state["hook"])
+
+
+def set_loader_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader (or its distributed sampler) which epoch starts, for its shuffle."""
+    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        set_epoch = getattr(obj, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+            return
