@@ -45,7 +45,7 @@ def resolve_spec(model: str | Path | ModelSpec) -> ModelSpec:
     return load_zoo_spec(_split_deploy(text)[0])
 
 
-def _wants_deploy(model: str | Path | ModelSpec, deploy: bool) -> bool:
+def wants_deploy(model: str | Path | ModelSpec, deploy: bool) -> bool:
     return deploy or (isinstance(model, str) and _split_deploy(model)[1])
 
 
@@ -69,7 +69,7 @@ def get_block_graph(
         graph = graph.with_settings(repconv=repconv)
     if isinstance(model, BlockGraph):
         return drop_aux_heads(graph) if deploy else graph
-    return drop_aux_heads(graph) if _wants_deploy(model, deploy) else graph
+    return drop_aux_heads(graph) if wants_deploy(model, deploy) else graph
 
 
 def get_layer_graph(
@@ -85,7 +85,7 @@ def get_layer_graph(
     ``repconv`` places RepConvs (``none``, ``all``, ``planned`` or explicit positions) before
     fusing; it overrides a ``repconv`` key in the spec.
     """
-    deploy = _wants_deploy(model, deploy) if not isinstance(model, BlockGraph) else deploy
+    deploy = wants_deploy(model, deploy) if not isinstance(model, BlockGraph) else deploy
     graph = get_block_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
     layers = lower(graph)
     return fuse_layers(layers) if deploy else layers

@@ -103,10 +103,12 @@ def profile(
     repconv: Policy | None = None,
 ) -> Profile:
     """Params / GMACs / GFLOPs of a zoo model, spec file or BlockGraph at a square input."""
-    from scaling_lab.models import get_block_graph, get_layer_graph
+    from scaling_lab.models import get_block_graph, get_layer_graph, wants_deploy
 
-    graph = get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
-    name = model.name if isinstance(model, BlockGraph) else get_block_graph(model).name
+    blocks = model if isinstance(model, BlockGraph) else get_block_graph(model)
+    deploy = deploy or (not isinstance(model, BlockGraph) and wants_deploy(model, False))
+    graph = get_layer_graph(blocks, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
+    name = blocks.name
     return profile_graph(
         graph, model=name + ("-deploy" if graph.form == "deploy" else ""), counter=counter
     )

@@ -59,7 +59,11 @@ class ModelSpec:
     source: str = "<spec>"
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (10x faster than the pure-Python one)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_BaseLoader):
     """SafeLoader that records mapping line numbers and refuses duplicate keys."""
 
 
@@ -73,7 +77,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
                 f"duplicate key '{key}' (first at line {seen[key]})", line=line, source=loader.name
             )
         seen[key] = line
-    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    mapping = _BaseLoader.construct_mapping(loader, node, deep=deep)
     mapping["__lines__"] = seen
     return mapping
 
