@@ -8,7 +8,8 @@ What each counts (measured on the zoo; see docs/profiling.md):
 - fvcore: conv MACs (no bias) via the traced graph + element-wise terms for BatchNorm and
   upsampling; unsupported ops (sigmoid, add, mul in the head) are skipped with no count.
 
-Graphs with an auxiliary head run in training mode while counted: only that forward runs it.
+Graphs with an auxiliary head run with the head in training mode while counted (only that
+forward runs the auxiliary convs); everything else, BatchNorm included, stays in eval mode.
 """
 
 from __future__ import annotations
@@ -35,17 +36,20 @@ def count_params(model: nn.Module) -> int:
 
 
 class _PinnedTraining(nn.Module):
-    """Keeps a model in training mode although a counter calls ``eval()`` (thop does).
-
-    Auxiliary heads only run in the training forward; counting a training graph must see them.
-    """
+    """Eval mode everywhere except the detection head, even when a counter calls ``eval()``
+    (thop does): auxiliary heads only run in the head's training forward, and BatchNorm
+    stays in eval mode (inference statistics, any input size)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def train(self, mode: bool = True) -> _PinnedTraining:
-        return super().train(True)
+        super().train(False)
+        for module in self.model.modules():
+            if hasattr(module, "n_levels"):  # the Detect head
+                module.training = True
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model(x)

@@ -167,3 +167,16 @@ def test_built_module_runs_at_counted_shape():
     assert out.shape[1] == 3 * sum(
         layers[n].shape.h * layers[n].shape.w for n in layers[layers.output.name].inputs
     )
+
+
+@pytest.mark.parametrize("deploy", [False, True], ids=["training", "deploy"])
+def test_fvcore_relation(deploy):
+    """fvcore = weight MACs + BatchNorm at 2 ops/element (eval) + upsampling (docs/profiling.md)."""
+    from scaling_lab.analyze.counters import count_fvcore
+
+    layers = get_layer_graph("yolov7-tiny", img_size=128, deploy=deploy)
+    ours = count_graph(layers)
+    up = sum(c.thop_extra_ops for c in ours.per_layer if c.kind == "upsample")
+    bn = ours.thop_extra_ops - up
+    fv = count_fvcore(create_model("yolov7-tiny", img_size=128, deploy=deploy), 128)
+    assert fv.macs == ours.weight_macs + bn // 2 + up
