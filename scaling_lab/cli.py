@@ -161,10 +161,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise SpecError("give a zoo model name or a spec path (or --zoo)", field="MODEL")
     graph = _graph_from_args(args)
     result = profile(graph, deploy=args.deploy, counter=args.counter)
+    timing = _bench_from_args(args, graph) if args.latency else None
     if args.json:
-        print(json.dumps(result.to_dict(per_node=args.per_node)))
+        data = result.to_dict(per_node=args.per_node)
+        if timing is not None:
+            data.update(_latency_fields(timing))
+        print(json.dumps(data))
     else:
         _print_profile(result, args.per_node)
+        if timing is not None:
+            print(timing.format())
     return 0
 
 
@@ -180,6 +186,325 @@ def _cmd_import(args: argparse.Namespace) -> int:
     Path(args.out).write_text(imported.text)
     print(f"wrote {args.out} ({len(imported.spec.nodes)} nodes; `lab profile {args.out}`)")
     return 0
+
+
+def _bench_from_args(args: argparse.Namespace, graph=None):
+    """Latency of the fused deploy model under the flags' protocol (``lab bench``, ``lab
+    profile --latency``)."""
+    from scaling_lab.analyze.latency import benchmark
+
+    return benchmark(
+        graph if graph is not None else _graph_from_args(args),
+        img_size=args.img,
+        device=args.device,
+        dtype=args.dtype,
+        batch=args.batch,
+        preset=getattr(args, "preset", None),
+        channels_last=args.channels_last,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
+        threads=args.threads,
+        warmup=args.warmup,
+        iters=args.iters,
+        nms=getattr(args, "nms", False),
+        conf_thres=getattr(args, "conf_thres", None),
+        iou_thres=getattr(args, "iou_thres", None),
+    )
+
+
+def _latency_fields(timing) -> dict:
+    """What ``lab profile --latency --json`` adds to the profile."""
+    data = timing.to_dict(samples=False)
+    return {
+        "latency_ms": data["latency_ms"],
+        "latency_p90_ms": data["p90_ms"],
+        "fps": data["fps"],
+        "peak_memory_mb": data["peak_memory_mb"],
+        "protocol": data["protocol"],
+    }
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    timing = _bench_from_args(args)
+    if args.json:
+        print(json.dumps(timing.to_dict()))
+    else:
+        print(timing.format())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from scaling_lab.analyze import onnx_export
+
+    if args.bench and not onnx_export.have_onnxruntime():
+        raise SpecError(f"--bench needs onnxruntime ({onnx_export.EXTRA_HINT})", field="bench")
+    summary = onnx_export.export_and_check(
+        _graph_from_args(args),
+        args.onnx,
+        img_size=args.img,
+        dynamic_batch=args.dynamic_batch,
+        check=not args.no_check,
+    )
+    timing = None
+    if args.bench:
+        timing = onnx_export.ort_latency(
+            args.onnx,
+            img_size=summary["img_size"],
+            model_name=summary["model"],
+            device=args.device,
+            batch=args.batch,
+            threads=args.threads,
+            warmup=args.warmup,
+            iters=args.iters,
+        )
+        summary["latency"] = timing.to_dict()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"wrote {summary['path']} ({summary['model']}, img {summary['img_size']}, "
+            f"{'dynamic' if args.dynamic_batch else 'fixed'} batch, opset {summary['opset']}, "
+            f"{summary['size_mb']:.1f} MiB, {summary['export_s']:.1f} s)"
+        )
+        check = summary["check"]
+        if isinstance(check, dict):
+            verdict = "ok" if check["ok"] else "MISMATCH"
+            print(
+                f"check vs torch (onnxruntime CPU, batches {check['batches']}): {verdict}; "
+                f"max abs diff boxes {check['max_abs_diff_boxes']:.2e} px, scores "
+                f"{check['max_abs_diff_scores']:.2e}; |d| <= {check['atol']:g} + "
+                f"{check['rtol']:g} |torch| (worst {check['max_scaled_diff']:.3f} of the bound)"
+            )
+        elif check:
+            print(f"check vs torch: {check}")
+        if timing is not None:
+            print(timing.format())
+    check = summary["check"]
+    return 1 if isinstance(check, dict) and not check["ok"] else 0
+
+
+def _add_bench_args(p: argparse.ArgumentParser, torch_flags: bool = True) -> None:
+    """Protocol flags shared by ``lab bench``, ``lab profile --latency`` and ``lab export
+    --bench`` (ONNX Runtime: device, batch, threads, warm-up and iterations only)."""
+    p.add_argument(
+        "--device", help="cpu (default) | cuda | cuda:N; a CUDA request without CUDA is refused"
+    )
+    p.add_argument("--batch", type=_positive, help="images per call (default 1)")
+    p.add_argument("--threads", type=_positive, help="intra-op threads for the run")
+    p.add_argument("--warmup", type=int, help="untimed calls first (default 5 on CPU, 25 on CUDA)")
+    p.add_argument("--iters", type=_positive, help="timed calls (default 30 on CPU, 200 on CUDA)")
+    if not torch_flags:
+        return
+    p.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), help="default fp32; fp16 is CUDA only"
+    )
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (compile time reported apart from the latency)",
+    )
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="replay a CUDA graph captured after warm-up"
+    )
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_lab.data.synth import make_synth, synth_stats
+
+    out = make_synth(Path(args.out), images=args.images, size=args.size, seed=args.seed)
+    stats = synth_stats(out)
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    names = list(stats["all"]["per_class"])
+    header = ["split", "images", "objects", *names, "small", "medium", "large"]
+    rows = [header]
+    for split in ("train", "val", "all"):
+        s = stats[split]
+        counts = [*s["per_class"].values(), *s["per_size"].values()]
+        rows.append([split, s["images"], s["objects"], *counts])
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(str(v).rjust(w) for v, w in zip(row, widths)))
+    print(f"wrote {out} (COCO layout; small/medium/large: box area < 32^2, < 96^2, >= 96^2)")
+    return 0
+
+
+def _default_run_dir(model: str) -> str:
+    """``runs/train/NAME``, or ``NAME-2``, ``NAME-3``, ... when taken."""
+    from pathlib import Path
+
+    name = Path(model).stem if model.endswith((".yaml", ".yml")) else model
+    base = Path("runs/train") / name
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{name}-{n}")
+    return str(candidate)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics]
+    print(title)
+    print("  " + "".join(f"{k:>8}" for k in keys))
+    cells = [metrics[k] for k in keys]  # None or NaN: no such objects in the val set
+    print("  " + "".join(f"{v:>8.4f}" if v is not None and v == v else f"{'-':>8}" for v in cells))
+
+
+def _parse_hyp(items: list[str]) -> dict[str, float]:
+    """``["lr0=0.02", "mosaic=0"]`` -> ``{"lr0": 0.02, "mosaic": 0.0}``."""
+    hyp = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            hyp[key.strip()] = float(value)
+        except ValueError:
+            raise SpecError(f"expected KEY=NUMBER, got '{item}'", field="hyp") from None
+    return hyp
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from scaling_lab.train.checkpoint import CheckpointError
+    from scaling_lab.train.trainer import TrainConfig, resume, train
+
+    try:
+        if args.resume:
+            overrides = {"epochs": args.epochs, "device": args.device}
+            summary = resume(
+                args.resume, overrides={k: v for k, v in overrides.items() if v is not None}
+            )
+        else:
+            if not args.model or not args.data:
+                raise SpecError("give --model and --data (or --resume RUN_DIR)", field="model")
+            if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise SpecError("under torchrun, name the run folder with --out", field="out")
+            cfg = TrainConfig(
+                model=args.model,
+                data=args.data,
+                out=args.out or _default_run_dir(args.model),
+                img_size=args.img,
+                epochs=args.epochs or 300,
+                batch_size=args.batch,
+                aux_assigner=args.aux_assigner,
+                aux_constraint=args.aux_constraint == "on",
+                device=args.device,
+                seed=args.seed,
+                workers=args.workers,
+                deterministic=args.deterministic,
+                schedule=args.schedule,
+                eval_every=args.eval_every,
+                eval_fused=args.eval_fused,
+                save_every=args.save_every,
+                tensorboard=not args.no_tensorboard,
+                nominal_batch=args.nominal_batch,
+                warmup_min_steps=args.warmup_min_steps,
+                hyp=_parse_hyp(args.hyp),
+            )
+            summary = train(cfg)
+    except (FileExistsError, FileNotFoundError, CheckpointError) as exc:
+        raise SpecError(str(exc), field="resume" if args.resume else "out") from None
+    if summary:  # empty on ranks other than 0
+        _print_metrics(
+            f"{summary['model']}: EMA weights after {summary['epochs']} epochs", summary["metrics"]
+        )
+        if "fused_metrics" in summary:
+            _print_metrics("fused (deploy) model", summary["fused_metrics"])
+        print(f"wrote {args.resume or cfg.out}/metrics.json")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from scaling_lab.train.checkpoint import CheckpointError
+    from scaling_lab.train.evaluation import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(
+            args.weights,
+            args.data,
+            img_size=args.img,
+            fused=args.fused,
+            device=args.device,
+            batch_size=args.batch,
+            workers=args.workers,
+            save_json=args.save_json,
+            progress=not args.json,
+        )
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise SpecError(str(exc), field="weights") from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_metrics(f"{result['model']} ({result['form']}), img {result['img_size']}", result)
+    return 0
+
+
+def _add_train_commands(sub) -> None:
+    """``lab train`` and ``lab eval``."""
+    tr = sub.add_parser("train", help="train a model (SGD, EMA, AMP, DDP via torchrun)")
+    tr.add_argument("--model", help="zoo name or spec path")
+    tr.add_argument("--data", help="dataset folder (COCO layout) or 'synth'")
+    tr.add_argument("--img", type=_positive, help="train/val image size (default: the spec's)")
+    tr.add_argument("--epochs", type=_positive, help="epochs (300; with --resume: extend to)")
+    tr.add_argument("--batch", type=_positive, default=16, help="total batch size (16)")
+    tr.add_argument(
+        "--aux-assigner",
+        choices=("independent", "lead_guided", "coarse_to_fine"),
+        default="coarse_to_fine",
+        help="label assignment of the auxiliary heads (paper §4.2)",
+    )
+    tr.add_argument("--aux-constraint", choices=("on", "off"), default="on")
+    tr.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/train/MODEL)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    tr.add_argument("--device", help="cpu | cuda (default: cuda if available)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--nominal-batch",
+        type=_positive,
+        default=64,
+        help="accumulate gradients to this many images per step (64, the paper's)",
+    )
+    tr.add_argument(
+        "--warmup-min-steps",
+        type=int,
+        default=1000,
+        help="warm-up lasts at least this many steps (1000, the reference's)",
+    )
+    tr.add_argument(
+        "--hyp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter of the recipe (repeatable), e.g. lr0=0.02",
+    )
+    tr.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
+    tr.add_argument(
+        "--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs"
+    )
+    tr.add_argument("--eval-fused", action="store_true", help="also evaluate the fused model")
+    tr.add_argument(
+        "--save-every", type=int, default=0, metavar="N", help="also checkpoint every N steps"
+    )
+    tr.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    tr.add_argument("--deterministic", action="store_true", help="deterministic kernels")
+    tr.add_argument("--no-tensorboard", action="store_true", help="CSV logs only")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="COCO AP of a checkpoint's EMA weights")
+    ev.add_argument("--weights", required=True, metavar="W", help="checkpoint (.pt) or RUN_DIR")
+    ev.add_argument("--data", required=True, help="dataset folder (COCO layout) or 'synth'")
+    ev.add_argument("--img", type=_positive, help="image size (default: the spec's)")
+    ev.add_argument("--fused", action="store_true", help="evaluate the fused deploy model")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--device", help="cpu | cuda (default: cuda if available)")
+    ev.add_argument("--batch", type=_positive, default=32)
+    ev.add_argument("--workers", type=int, default=0)
+    ev.add_argument("--save-json", metavar="FILE", help="write COCO-format detections")
+    ev.set_defaults(func=_cmd_eval)
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -237,6 +562,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="profile every zoo model against the paper; write reports/zoo/",
     )
     prof.add_argument("--out", default="reports/zoo", help="output folder for --zoo")
+    prof.add_argument(
+        "--latency",
+        action="store_true",
+        help="also time the fused deploy model (adds latency_ms, fps, protocol; flags below)",
+    )
+    _add_bench_args(prof)
     prof.set_defaults(func=_cmd_profile)
 
     show = sub.add_parser("show", help="list a graph's nodes, roles, shapes and RepConvs")
@@ -251,6 +582,43 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=_cmd_fuse_check)
 
+    bench = sub.add_parser(
+        "bench", help="latency / FPS of the fused deploy model, with its protocol"
+    )
+    _add_model_args(bench)
+    _add_bench_args(bench)
+    bench.add_argument(
+        "--preset",
+        choices=("paper",),
+        help="paper: batch 1, fp16 on CUDA, letterboxed 640 (P5) or 1280 (P6), as in the "
+        "paper's FPS column",
+    )
+    bench.add_argument("--nms", action="store_true", help="also time NMS (separately)")
+    bench.add_argument("--conf-thres", type=float, help="NMS confidence threshold (default 0.001)")
+    bench.add_argument("--iou-thres", type=float, help="NMS IoU threshold (default 0.65)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_cmd_bench)
+
+    export = sub.add_parser(
+        "export", help="export the fused deploy model to ONNX and check it against torch"
+    )
+    _add_model_args(export)
+    export.add_argument("--onnx", required=True, metavar="PATH", help="output .onnx file")
+    export.add_argument(
+        "--dynamic-batch", action="store_true", help="symbolic batch axis (size stays fixed)"
+    )
+    export.add_argument(
+        "--no-check", action="store_true", help="skip the ONNX Runtime vs torch comparison"
+    )
+    export.add_argument(
+        "--bench",
+        action="store_true",
+        help="time the file with ONNX Runtime (same protocol as lab bench; flags below)",
+    )
+    _add_bench_args(export, torch_flags=False)
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(func=_cmd_export)
+
     imp = sub.add_parser(
         "import", help="convert a YOLO layer-list config (YOLOv5/YOLOv7 format) to a spec"
     )
@@ -258,6 +626,17 @@ def make_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", metavar="SPEC.yaml", help="write the spec here (default: stdout)")
     imp.add_argument("--name", help="model name (default: the config's file name)")
     imp.set_defaults(func=_cmd_import)
+
+    data = sub.add_parser("data", help="datasets: make the synthetic shapes set")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    synth = data_sub.add_parser("synth", help="write the synthetic shapes set (COCO layout)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    synth.add_argument("--images", type=_positive, default=600, help="images in all (600)")
+    synth.add_argument("--size", type=_positive, default=320, help="long image side (320)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    synth.set_defaults(func=_cmd_data_synth)
+    _add_train_commands(sub)
     return parser
 
 
