@@ -29,17 +29,8 @@ from pathlib import Path
 import torch
 
 import scaling_lab
+from scaling_lab.data import default_hyp
 from scaling_lab.train.loss import YoloV7Loss, find_detect
-
-HYP = {  # the reference's hyp.scratch.p5 loss gains (before the trainer's rescaling)
-    "box": 0.05,
-    "obj": 0.7,
-    "cls": 0.3,
-    "cls_pw": 1.0,
-    "obj_pw": 1.0,
-    "anchor_t": 4.0,
-    "fl_gamma": 0.0,
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     model = scaling_lab.create_model(args.model, img_size=args.img).to(device).train()
     det = find_detect(model)
-    loss_fn = YoloV7Loss(model, HYP, aux_assigner=args.aux_assigner)
+    # the reference's hyp.scratch.p5 loss gains (before the trainer's rescaling)
+    loss_fn = YoloV7Loss(model, default_hyp("p5"), aux_assigner=args.aux_assigner)
     gen = torch.Generator().manual_seed(args.seed)
     images = torch.rand(args.batch, 3, args.img, args.img, generator=gen).to(device)
     targets = random_targets(args.batch, args.targets, det.nc, gen).to(device)
