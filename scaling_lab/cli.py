@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from scaling_lab.cli_sweep import add_sweep_commands
 from scaling_lab.spec.errors import SpecError
 
 EXIT_USAGE = 2
@@ -637,6 +638,7 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--json", action="store_true", help="print the statistics as JSON")
     synth.set_defaults(func=_cmd_data_synth)
     _add_train_commands(sub)
+    add_sweep_commands(sub)
     return parser
 
 

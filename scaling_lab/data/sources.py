@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling_lab.atomic import atomic_write_text
 from scaling_lab.data.errors import DataError, IssueLog
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -370,11 +371,8 @@ def records_to_coco(
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON via a temporary file and a rename (safe with concurrent writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    """Write JSON atomically (safe with concurrent writers)."""
+    atomic_write_text(path, json.dumps(obj))
 
 
 def _yolo_names(yaml_file: Path) -> tuple[list[str], dict]:

@@ -64,6 +64,8 @@ class Trainer:
 
     ``callbacks`` are called as ``cb(trainer, row)`` after every step (``row`` is the logged
     step); an exception raised there stops the run like a crash would (tests use this).
+    ``epoch_callbacks`` are called the same way after every epoch's checkpoint is written
+    (``row`` holds the epoch's mean losses and, when evaluated, AP): sweeps report from there.
     """
 
     def __init__(
@@ -72,11 +74,13 @@ class Trainer:
         *,
         backends: Backends | None = None,
         callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+        epoch_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
         checkpoint: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.backends = backends or Backends()
         self.callbacks = list(callbacks)
+        self.epoch_callbacks = list(epoch_callbacks)
         self.ckpt = checkpoint
         self.run_dir = Path(cfg.out)
         self.epoch = 0  # the epoch in progress (or the next to run)
@@ -466,6 +470,9 @@ class Trainer:
         self.epoch_loss_sum = [0.0] * len(LOSS_KEYS)
         self._save(mid_epoch=False, best=improved)
         ddp.barrier(self.dist)
+        if self.is_main:
+            for callback in self.epoch_callbacks:
+                callback(self, row)
 
     def _evaluate(self) -> None:
         assert self.ema is not None
@@ -519,12 +526,14 @@ def train(
     *,
     backends: Backends | None = None,
     callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+    epoch_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
 ) -> dict[str, Any]:
     """Run a fresh training run into ``cfg.out``; returns the ``metrics.json`` content."""
     last = Path(cfg.out) / "weights" / "last.pt"
     if last.exists():
         raise FileExistsError(f"{cfg.out} already holds a run: resume it or choose another --out")
-    return Trainer(cfg, backends=backends, callbacks=callbacks).fit()
+    hooks = {"callbacks": callbacks, "epoch_callbacks": epoch_callbacks}
+    return Trainer(cfg, backends=backends, **hooks).fit()
 
 
 def resume(
@@ -532,6 +541,7 @@ def resume(
     *,
     backends: Backends | None = None,
     callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+    epoch_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from ``weights/last.pt`` with its stored config
@@ -539,4 +549,5 @@ def resume(
     ckpt = load_checkpoint(run_dir)
     config = {**ckpt["config"], **(overrides or {}), "out": str(run_dir)}
     cfg = TrainConfig.from_dict(config)
-    return Trainer(cfg, backends=backends, callbacks=callbacks, checkpoint=ckpt).fit()
+    hooks = {"callbacks": callbacks, "epoch_callbacks": epoch_callbacks}
+    return Trainer(cfg, backends=backends, checkpoint=ckpt, **hooks).fit()

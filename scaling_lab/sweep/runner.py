@@ -1,0 +1,228 @@
+"""``run_sweep``: an experiment's trials through a ``ray.tune.Tuner`` (``lab sweep``).
+
+Variants run as a grid; a search draws its trials through Ray Tune's ``OptunaSearch`` (TPE
+for one objective, NSGA-II for several), its study kept in SQLite in the sweep folder (or the
+RDB URL the experiment gives) so a resumed search goes on from what it learnt. Ray is started
+embedded on this machine unless ``address`` names a running cluster (whose workers must see
+the storage folder).
+
+Resume does not rely on Ray's own experiment snapshot, which lags behind finished trials:
+the trial rows are the record. ``resume=True`` runs only the keys without a terminal row
+(variants), or the trials still owed (search: interrupted designs first, then new samples),
+in a fresh Tuner; an interrupted trial continues from its training checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scaling_lab.spec.errors import SpecError
+from scaling_lab.sweep.experiment import Experiment, params_key
+from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
+from scaling_lab.sweep.trial import TrialContext, run_trial
+
+
+def _sampler(experiment: Experiment) -> Any:
+    import optuna
+
+    search = experiment.search
+    assert search is not None
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
+
+
+def _storage_url(experiment: Experiment, sweep_dir: Path) -> str:
+    search = experiment.search
+    if search is not None and search.storage:
+        return search.storage
+    return f"sqlite:///{sweep_dir / 'optuna.db'}"
+
+
+def _fail_stale_trials(url: str, study_name: str) -> None:
+    """Mark the study's trials left RUNNING by a killed driver as failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.get_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+
+
+def _search_alg(experiment: Experiment, sweep_dir: Path, pending: list[dict[str, Any]]) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = experiment.search
+    assert search is not None
+    url = _storage_url(experiment, sweep_dir)
+    study_name = experiment.name
+    _fail_stale_trials(url, study_name)
+    metrics, modes = list(search.objectives), list(search.objectives.values())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(
+        space={path: dist.to_optuna() for path, dist in search.space.items()},
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=_sampler(experiment),
+        study_name=study_name,
+        storage=optuna.storages.RDBStorage(url),
+        points_to_evaluate=pending or None,
+    )
+
+
+def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
+    if experiment.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    cfg = experiment.scheduler
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=cfg["metric"],
+        mode=cfg["mode"],
+        max_t=int(settings.get("epochs", 300)),
+        grace_period=cfg["grace_period"],
+        reduction_factor=cfg["reduction_factor"],
+    )
+
+
+def _row_callback(experiment: Experiment, store: TrialStore, reports_dir: Path) -> Any:
+    """Driver-side: mark trials Ray stopped early, refresh the tidy table as trials end."""
+    from ray.tune import Callback
+
+    class _RowsCallback(Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._close(trial, "stopped")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._close(trial, "failed")
+
+        def _close(self, trial: Any, status: str) -> None:
+            key = _key_of(trial, experiment)
+            row = store.read(key) if key else None
+            if row is not None and row.get("status") not in TERMINAL:
+                row["status"] = status
+                if status == "failed":
+                    row["error"] = row.get("error") or "the trial's worker died"
+                store.write(key, row)
+            write_results(results_frame(store.rows()), reports_dir)
+
+    return _RowsCallback()
+
+
+def _key_of(trial: Any, experiment: Experiment) -> str | None:
+    config = getattr(trial, "config", {}) or {}
+    if experiment.search is None:
+        return config.get("variant")
+    return params_key({k: v for k, v in config.items() if k in experiment.search.space})
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run_sweep(
+    experiment: Experiment,
+    *,
+    profile_only: bool = False,
+    address: str | None = None,
+    storage: str | Path = "runs/sweeps",
+    reports: str | Path = "reports",
+    resume: bool = False,
+    budget: str | None = None,
+    retry_failed: bool = False,
+    num_cpus: int | None = None,
+    verbose: int = 1,
+) -> pd.DataFrame:
+    """Run (or finish, with ``resume``) a sweep; returns the tidy results table."""
+    from ray import tune
+
+    experiment.check_runnable(profile_only)
+    settings = experiment.train_config(budget)
+    if experiment.trains(profile_only) and "data" not in settings:
+        raise SpecError(
+            "a training sweep needs train.data (a dataset folder or 'synth')",
+            source=experiment.path,
+            field="train",
+        )
+    sweep_dir = Path(storage).resolve() / experiment.name
+    reports_dir = Path(reports) / experiment.name
+    store = TrialStore(sweep_dir)
+    rows = store.rows()
+    if rows and not resume:
+        raise SpecError(
+            f"{sweep_dir} already holds this sweep's trials: pass --resume to finish it, or "
+            "choose another --storage",
+            field="storage",
+        )
+    done = store.terminal_keys(retry_failed=retry_failed)
+    ctx = TrialContext(
+        experiment=experiment,
+        store_root=str(sweep_dir),
+        reports_dir=str(reports_dir),
+        profile_only=profile_only,
+        budget=budget,
+        retry_failed=retry_failed,
+        order_offset=max((int(r["order"]) + 1 for r in rows), default=0),
+    )
+    param_space: dict[str, Any] = {}
+    search_alg, num_samples = None, 1
+    if experiment.search is None:
+        todo = [v.key for v in experiment.variants if v.key not in done]
+        param_space = {"variant": tune.grid_search(todo)}
+    else:
+        finished = [r for r in rows if r["key"] in done]
+        pending = [json.loads(r["config"]) for r in rows if r["key"] not in done and r["config"]]
+        todo = pending + [None] * max(0, experiment.search.trials - len(finished) - len(pending))
+        num_samples = len(todo)
+        if todo:
+            search_alg = _search_alg(experiment, sweep_dir, pending)
+    if todo:
+        init_ray(address, num_cpus)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, ctx=ctx), dict(experiment.resources)
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=_scheduler(experiment, settings) if not profile_only else None,
+                num_samples=num_samples,
+                max_concurrent_trials=experiment.max_concurrent,
+                time_budget_s=experiment.time_budget_s,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(sweep_dir / "ray"),
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                callbacks=[_row_callback(experiment, store, reports_dir)],
+                verbose=verbose,
+            ),
+        )
+        tuner.fit()
+    frame = results_frame(store.rows())
+    write_results(frame, reports_dir)
+    return frame

@@ -1,0 +1,105 @@
+"""The results store: one JSON row per trial, written atomically by the trial itself.
+
+Layout of a sweep's folder (``--storage DIR``, default ``runs/sweeps``)::
+
+    DIR/EXPERIMENT/trials/KEY/row.json    the trial's row (status running -> finished, ...)
+    DIR/EXPERIMENT/trials/KEY/spec.yaml   the materialized spec the trial profiled / trained
+    DIR/EXPERIMENT/trials/KEY/train/      the training run (checkpoints: a killed trial resumes)
+    DIR/EXPERIMENT/optuna.db              the Optuna study of a search (SQLite)
+    DIR/EXPERIMENT/ray/                   Ray Tune's own experiment folder
+
+The trial writes its row when it starts, after every epoch and when it ends, so a finished
+trial is on disk even if the driver dies the next instant. The rows are the source of truth:
+``--resume`` skips every key with a terminal row, and the tidy table under
+``reports/EXPERIMENT/`` (``results.csv`` and ``results.parquet``) is rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scaling_lab.atomic import atomic_write, atomic_write_text
+
+TERMINAL = ("finished", "failed", "infeasible", "stopped")
+# column order of the tidy table (extra columns, e.g. ``param:PATH``, follow)
+COLUMNS = (
+    "experiment", "order", "key", "label", "kind", "status", "error", "model", "overrides",
+    "config", "spec_hash", "spec_path", "params", "params_m", "gmacs", "gflops", "img_size",
+    "form", "latency_ms", "fps", "peak_memory_mb", "latency_device", "latency_protocol",
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "epochs_done", "budget", "wall_s",
+    "started_at", "finished_at",
+)  # fmt: skip
+
+
+class TrialStore:
+    """Per-trial rows of one sweep under ``root`` (= DIR/EXPERIMENT)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def trial_dir(self, key: str) -> Path:
+        return self.root / "trials" / key
+
+    def read(self, key: str) -> dict[str, Any] | None:
+        path = self.trial_dir(key) / "row.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # cannot happen with atomic writes; treat as not run
+            return None
+
+    def write(self, key: str, row: dict[str, Any]) -> None:
+        atomic_write_text(self.trial_dir(key) / "row.json", json.dumps(row, indent=1) + "\n")
+
+    def rows(self) -> list[dict[str, Any]]:
+        folder = self.root / "trials"
+        if not folder.is_dir():
+            return []
+        rows = [self.read(path.name) for path in sorted(folder.iterdir()) if path.is_dir()]
+        return [row for row in rows if row is not None]
+
+    def terminal_keys(self, *, retry_failed: bool = False) -> set[str]:
+        """Keys whose trials need no rerun (failed ones too, unless ``retry_failed``)."""
+        done = set()
+        for row in self.rows():
+            status = row.get("status")
+            if status in TERMINAL and not (retry_failed and status == "failed"):
+                done.add(row["key"])
+        return done
+
+
+def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> the tidy table, known columns first, ordered by declared order / trial number."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    extra = sorted(c for c in frame.columns if c not in COLUMNS)
+    frame = frame[[*COLUMNS, *extra]]
+    return frame.sort_values(["order", "key"], kind="stable").reset_index(drop=True)
+
+
+def write_results(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """``results.csv`` and ``results.parquet`` (atomic writes) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    csv_path = atomic_write_text(out_dir / "results.csv", frame.to_csv(index=False))
+    buffer = io.BytesIO()
+    # object columns mixing numbers and None are written as text so parquet keeps one type
+    frame.convert_dtypes().to_parquet(buffer, index=False)
+    parquet_path = atomic_write(out_dir / "results.parquet", lambda f: f.write(buffer.getvalue()))
+    return [csv_path, parquet_path]
+
+
+def read_results(out_dir: str | Path) -> pd.DataFrame:
+    path = Path(out_dir) / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results at {path}: run `lab sweep` first")
+    return pd.read_csv(path)

@@ -1,0 +1,299 @@
+"""One trial of a sweep (the Ray Tune trainable): spec -> profile -> (latency) -> (train).
+
+The trial materializes its spec (base + overrides + transforms), counts params and FLOPs,
+times it when latency is collected, checks the constraints (a design that breaks one is
+``infeasible`` and not trained), then trains and evaluates it with the trainer, reporting AP
+after every epoch so ASHA can stop poor trials. It writes its row to the results store at
+each stage; an exception is recorded in the row (``failed``, with its message) and re-raised
+so Ray Tune marks the trial errored and the sweep goes on.
+
+A trial whose key already has a finished row reports that row and returns (resume, or a
+search sampling a design twice); one with a training checkpoint resumes from it; a lock file
+keeps a stray worker of a killed driver from training the same folder twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scaling_lab.atomic import atomic_write_text
+from scaling_lab.sweep.experiment import (
+    AP_KEYS,
+    Experiment,
+    Variant,
+    base_graph,
+    params_key,
+    variant_graph,
+)
+from scaling_lab.sweep.materialize import materialize, split_overrides
+from scaling_lab.sweep.store import TERMINAL, TrialStore
+
+INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one sweep shares (passed through Ray's object store)."""
+
+    experiment: Experiment
+    store_root: str
+    reports_dir: str  # reports/EXPERIMENT: materialized specs go to its specs/ folder
+    profile_only: bool = False
+    budget: str | None = None
+    retry_failed: bool = False
+    order_offset: int = 0  # trial numbers of a resumed search continue after the stored ones
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _trial_index() -> int:
+    """This trial's number within the current Ray Tune run (from its trial id)."""
+    try:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id() or ""
+        return int(trial_id.rsplit("_", 1)[-1])
+    except (ValueError, RuntimeError, AttributeError):
+        return 0
+
+
+def resolve_variant(config: dict[str, Any], ctx: TrialContext) -> tuple[Variant, dict[str, Any]]:
+    """Ray's config -> the variant to run and, for a search, its sampled parameters."""
+    experiment = ctx.experiment
+    if experiment.search is None:
+        key = config["variant"]
+        return next(v for v in experiment.variants if v.key == key), {}
+    sampled = {k: v for k, v in config.items() if k in experiment.search.space}
+    order = ctx.order_offset + _trial_index()
+    variant = Variant(label=f"t{order:03d}", order=order, key=params_key(sampled))
+    return variant, sampled
+
+
+@contextlib.contextmanager
+def trial_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on the trial folder; released by the OS if the holder dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _numeric(row: dict[str, Any]) -> dict[str, float]:
+    """The row's finite numbers: what Ray Tune, ASHA and Optuna see."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def _report(row: dict[str, Any], ctx: TrialContext) -> None:
+    from ray import tune
+
+    metrics = _numeric(row)
+    search = ctx.experiment.search
+    if search is not None and row.get("status") == "infeasible":
+        for objective in search.objectives:
+            if objective in AP_KEYS:
+                metrics.setdefault(objective, INFEASIBLE_AP)
+    metrics["feasible"] = float(row.get("status") != "infeasible")
+    tune.report(metrics)
+
+
+def _new_row(variant: Variant, sampled: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
+    experiment = ctx.experiment
+    split = split_overrides({**variant.overrides, **sampled})
+    row: dict[str, Any] = {
+        "experiment": experiment.name,
+        "order": variant.order,
+        "key": variant.key,
+        "label": variant.label,
+        "kind": experiment.kind,
+        "status": "running",
+        "error": None,
+        "model": variant.model or experiment.base,
+        "overrides": json.dumps({**variant.overrides, **sampled}, sort_keys=True, default=str),
+        "config": json.dumps(sampled, sort_keys=True, default=str) if sampled else None,
+        "form": experiment.form,
+        "budget": ctx.budget if not ctx.profile_only and experiment.trains() else None,
+        "train_settings": json.dumps(split.train, sort_keys=True) if split.train else None,
+        "started_at": _now(),
+        "wall_s": 0.0,
+    }
+    if variant.scale:
+        row["scale"] = json.dumps(variant.scale, sort_keys=True)
+    for path, value in sampled.items():
+        row[f"param:{path}"] = value
+    return row
+
+
+class Trial:
+    """Runs one trial; every stage updates ``self.row`` and writes it to the store."""
+
+    def __init__(self, config: dict[str, Any], ctx: TrialContext) -> None:
+        self.ctx = ctx
+        self.experiment = ctx.experiment
+        self.store = TrialStore(ctx.store_root)
+        self.variant, self.sampled = resolve_variant(config, ctx)
+        self.folder = self.store.trial_dir(self.variant.key)
+        self.t0 = time.perf_counter()
+        self.wall_before = 0.0
+        self.row: dict[str, Any] = {}
+
+    def save(self) -> None:
+        self.row["wall_s"] = round(self.wall_before + time.perf_counter() - self.t0, 3)
+        self.store.write(self.variant.key, self.row)
+
+    def run(self) -> None:
+        with trial_lock(self.folder):
+            stored = self.store.read(self.variant.key)  # read under the lock: final
+            status = (stored or {}).get("status")
+            if status in TERMINAL and not (self.ctx.retry_failed and status == "failed"):
+                _report(stored, self.ctx)  # already done: never trained twice
+                return
+            self.row = _new_row(self.variant, self.sampled, self.ctx)
+            if stored is not None and stored.get("status") == "running":  # interrupted
+                self.wall_before = float(stored.get("wall_s") or 0.0)
+                self.row["order"], self.row["label"] = stored["order"], stored["label"]
+                self.row["started_at"] = stored.get("started_at", self.row["started_at"])
+            self.save()
+            try:
+                self._run()
+            except Exception as exc:
+                self.row["status"] = "failed"
+                self.row["error"] = f"{type(exc).__name__}: {exc}"
+                self.row["traceback"] = traceback.format_exc(limit=8)
+                self.row["finished_at"] = _now()
+                self.save()
+                raise
+
+    def _graph(self):
+        experiment, variant = self.experiment, self.variant
+        if experiment.search is None:
+            return variant_graph(experiment, variant)
+        return materialize(base_graph(experiment), self.sampled, source=experiment.path)
+
+    def _run(self) -> None:
+        from scaling_lab.graph.block_graph import dump_spec
+
+        graph = self._graph()
+        text = dump_spec(graph)
+        atomic_write_text(self.folder / "spec.yaml", text)
+        spec_path = Path(self.ctx.reports_dir) / "specs" / f"{self.variant.key}.yaml"
+        atomic_write_text(spec_path, text)
+        self.row["spec_hash"] = hashlib.sha256(text.encode()).hexdigest()[:12]
+        self.row["spec_path"] = str(spec_path)
+        self._profile(graph)
+        if self.experiment.wants("latency_ms"):
+            self._latency(graph)
+        broken = [
+            str(c) for c in self.experiment.constraints if not c.holds(self.row.get(c.metric))
+        ]
+        if broken:
+            self.row["status"] = "infeasible"
+            self.row["error"] = "breaks " + ", ".join(broken)
+        elif self.experiment.trains(self.ctx.profile_only):
+            self.save()
+            self._train()
+            self.row["status"] = "finished"
+        else:
+            self.row["status"] = "finished"
+        self.row["finished_at"] = _now()
+        self.save()
+        if broken or not self.experiment.trains(self.ctx.profile_only):
+            _report(self.row, self.ctx)
+
+    def _profile(self, graph) -> None:
+        from scaling_lab.analyze.profile import profile
+
+        counted = profile(graph, deploy=self.experiment.form == "deploy")
+        self.row.update(
+            params=counted.params,
+            params_m=round(counted.params_m, 4),
+            gmacs=round(counted.gmacs, 4),
+            gflops=round(counted.gflops, 4),
+            img_size=counted.img_size,
+        )
+
+    def _latency(self, graph) -> None:
+        import torch
+
+        from scaling_lab.analyze.latency import benchmark
+
+        options = dict(self.experiment.latency)
+        options.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
+        result = benchmark(graph, **options)
+        protocol = result.protocol
+        self.row.update(
+            latency_ms=round(result.latency_ms, 4),
+            fps=round(result.fps, 3),
+            peak_memory_mb=result.peak_memory_mb,
+            latency_device=protocol.device_name,
+            latency_protocol=(
+                f"{protocol.runtime}, {protocol.dtype}, batch {protocol.batch}, "
+                f"{protocol.img_size}px, {protocol.threads} threads, median of {protocol.iters}"
+            ),
+        )
+
+    def _train(self) -> None:
+        import torch
+
+        from scaling_lab.train.config import TrainConfig
+        from scaling_lab.train.trainer import resume, train
+
+        settings = self.experiment.train_config(self.ctx.budget)
+        split = split_overrides({**self.variant.overrides, **self.sampled})
+        hyp = {**settings.get("hyp", {}), **split.train.get("hyp", {})}
+        settings = {**settings, **split.train, "hyp": hyp}
+        cpus = int(self.experiment.resources.get("cpu", 1))
+        torch.set_num_threads(max(1, cpus))
+        run_dir = self.folder / "train"
+        reported = []
+
+        def on_epoch(trainer: Any, epoch_row: dict[str, Any]) -> None:
+            self.row["epochs_done"] = trainer.epoch
+            for key in AP_KEYS:
+                if epoch_row.get(key) is not None:
+                    self.row[key] = float(epoch_row[key])
+            self.save()
+            reported.append(trainer.epoch)
+            _report(self.row, self.ctx)
+
+        if (run_dir / "weights" / "last.pt").is_file():
+            summary = resume(run_dir, epoch_callbacks=[on_epoch])
+        else:
+            config = TrainConfig(
+                model=str(self.folder / "spec.yaml"),
+                out=str(run_dir),
+                **{"progress": False, "tensorboard": False, **settings},
+            )
+            summary = train(config, epoch_callbacks=[on_epoch])
+        self.row["epochs_done"] = summary.get("epochs")
+        for key, value in summary.get("metrics", {}).items():
+            if key in AP_KEYS and value is not None:
+                self.row[key] = float(value)
+        if not reported:  # the checkpoint was already at its last epoch
+            _report(self.row, self.ctx)
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Ray Tune function trainable."""
+    Trial(config, ctx).run()
