@@ -7,7 +7,7 @@ Override paths (the keys of a variant's ``overrides`` and of a search space):
 - ``nc``, ``img_size``, ``act``, ``repconv``: model-level settings (``repconv``: ``none``,
   ``all``, ``planned`` or a PATTERN -> placement mapping);
 - ``scale.depth``, ``scale.width``, ``scale.mode``: arguments of ``transforms.scale``, applied
-  after the field overrides;
+  after the field overrides (``scale.width`` alone means mode ``width``);
 - ``train.FIELD`` and ``train.hyp.KEY``: training settings (``TrainConfig`` fields and
   hyperparameters), not the graph.
 
@@ -156,6 +156,8 @@ def materialize(
         graph = graph.with_settings(**settings)
     graph = set_fields(graph, split.fields, source=source)
     args = {**(scale_args or {}), **split.scale}
+    if "width" in args and "depth" not in args and "mode" not in args:
+        args["mode"] = "width"  # a width multiplier alone: plain width scaling
     if args:
         try:
             graph = scale(graph, **args)

@@ -170,6 +170,7 @@ def run_sweep(
     reports_dir = Path(reports) / experiment.name
     store = TrialStore(sweep_dir)
     rows = store.rows()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     if rows and not resume:
         raise SpecError(
             f"{sweep_dir} already holds this sweep's trials: pass --resume to finish it, or "
@@ -184,7 +185,6 @@ def run_sweep(
         profile_only=profile_only,
         budget=budget,
         retry_failed=retry_failed,
-        order_offset=max((int(r["order"]) + 1 for r in rows), default=0),
     )
     param_space: dict[str, Any] = {}
     search_alg, num_samples = None, 1

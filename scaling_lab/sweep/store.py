@@ -31,7 +31,7 @@ COLUMNS = (
     "experiment", "order", "key", "label", "kind", "status", "error", "model", "overrides",
     "config", "spec_hash", "spec_path", "params", "params_m", "gmacs", "gflops", "img_size",
     "form", "latency_ms", "fps", "peak_memory_mb", "latency_device", "latency_protocol",
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "epochs_done", "budget", "wall_s",
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "epochs_done", "budget", "train_img_size", "wall_s",
     "started_at", "finished_at",
 )  # fmt: skip
 
@@ -79,6 +79,11 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(COLUMNS))
+    search = frame["kind"] == "search"
+    if search.any():  # search trials are numbered by start time: t000, t001, ...
+        ranked = frame[search].sort_values(["started_at", "key"], kind="stable").index
+        frame.loc[ranked, "order"] = range(len(ranked))
+        frame.loc[ranked, "label"] = [f"t{i:03d}" for i in range(len(ranked))]
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None

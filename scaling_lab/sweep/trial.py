@@ -52,22 +52,10 @@ class TrialContext:
     profile_only: bool = False
     budget: str | None = None
     retry_failed: bool = False
-    order_offset: int = 0  # trial numbers of a resumed search continue after the stored ones
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _trial_index() -> int:
-    """This trial's number within the current Ray Tune run (from its trial id)."""
-    try:
-        from ray import tune
-
-        trial_id = tune.get_context().get_trial_id() or ""
-        return int(trial_id.rsplit("_", 1)[-1])
-    except (ValueError, RuntimeError, AttributeError):
-        return 0
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def resolve_variant(config: dict[str, Any], ctx: TrialContext) -> tuple[Variant, dict[str, Any]]:
@@ -77,9 +65,8 @@ def resolve_variant(config: dict[str, Any], ctx: TrialContext) -> tuple[Variant,
         key = config["variant"]
         return next(v for v in experiment.variants if v.key == key), {}
     sampled = {k: v for k, v in config.items() if k in experiment.search.space}
-    order = ctx.order_offset + _trial_index()
-    variant = Variant(label=f"t{order:03d}", order=order, key=params_key(sampled))
-    return variant, sampled
+    # a search trial's number (and label) is its rank by start time, given by results_frame
+    return Variant(label="", order=-1, key=params_key(sampled)), sampled
 
 
 @contextlib.contextmanager
@@ -103,6 +90,14 @@ def _numeric(row: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[key] = float(value)
     return out
+
+
+def _finite(value: Any) -> float | None:
+    """A metric for JSON: NaN (pycocotools' "no objects of that size") becomes None."""
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _report(row: dict[str, Any], ctx: TrialContext) -> None:
@@ -133,7 +128,7 @@ def _new_row(variant: Variant, sampled: dict[str, Any], ctx: TrialContext) -> di
         "overrides": json.dumps({**variant.overrides, **sampled}, sort_keys=True, default=str),
         "config": json.dumps(sampled, sort_keys=True, default=str) if sampled else None,
         "form": experiment.form,
-        "budget": ctx.budget if not ctx.profile_only and experiment.trains() else None,
+        "budget": (ctx.budget or "default") if experiment.trains(ctx.profile_only) else None,
         "train_settings": json.dumps(split.train, sort_keys=True) if split.train else None,
         "started_at": _now(),
         "wall_s": 0.0,
@@ -266,13 +261,13 @@ class Trial:
         cpus = int(self.experiment.resources.get("cpu", 1))
         torch.set_num_threads(max(1, cpus))
         run_dir = self.folder / "train"
+        self.row["train_img_size"] = settings.get("img_size")
         reported = []
 
         def on_epoch(trainer: Any, epoch_row: dict[str, Any]) -> None:
             self.row["epochs_done"] = trainer.epoch
             for key in AP_KEYS:
-                if epoch_row.get(key) is not None:
-                    self.row[key] = float(epoch_row[key])
+                self.row[key] = _finite(epoch_row.get(key))
             self.save()
             reported.append(trainer.epoch)
             _report(self.row, self.ctx)
@@ -287,9 +282,8 @@ class Trial:
             )
             summary = train(config, epoch_callbacks=[on_epoch])
         self.row["epochs_done"] = summary.get("epochs")
-        for key, value in summary.get("metrics", {}).items():
-            if key in AP_KEYS and value is not None:
-                self.row[key] = float(value)
+        for key in AP_KEYS:
+            self.row[key] = _finite(summary.get("metrics", {}).get(key))
         if not reported:  # the checkpoint was already at its last epoch
             _report(self.row, self.ctx)
 

@@ -1,0 +1,210 @@
+"""Experiment specs: what loads, and every mistake rejected before a trial starts."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from scaling_lab.spec.errors import SpecError
+from scaling_lab.sweep.experiment import load_experiment, params_key
+from scaling_lab.sweep.materialize import materialize, split_overrides
+from scaling_lab.sweep.space import parse_constraint, parse_distribution
+
+HERE = Path(__file__).parent
+
+SEARCH = """\
+base: yolov7-tiny
+metrics: [params, gflops, AP]
+search:
+  space:
+    elan2.depth: {type: int, low: 1, high: 3}
+    scale.width: {type: float, low: 0.25, high: 0.5, step: 0.25}
+    repconv: {type: categorical, choices: [none, planned]}
+  trials: 4
+  objectives: {AP: max, params: min}
+  constraints: ["params <= 4e6"]
+train: {data: synth, epochs: 1}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_search_experiment_loads_with_its_parts(tmp_path):
+    exp = load_experiment(write(tmp_path, SEARCH))
+    assert exp.kind == "search" and exp.name == "exp"
+    assert exp.search.objectives == {"AP": "max", "params": "min"}
+    assert exp.search.sampler == "nsga2"  # several objectives: NSGA-II by default
+    assert [str(c) for c in exp.constraints] == ["params <= 4e+06"]
+    assert exp.columns() == ("params", "params_m", "gmacs", "gflops", *exp.columns()[4:])
+    assert "AP" in exp.columns() and "AP" not in exp.columns(profile_only=True)
+
+
+def test_variants_get_keys_in_declared_order():
+    exp = load_experiment(HERE / "tiny_train.yaml")
+    assert [v.key for v in exp.variants] == [
+        "00-base",
+        "01-planned-repconv",
+        "02-silu",
+        "03-narrow",
+    ]
+    assert exp.baseline == "base" and exp.against == "narrow"
+    assert exp.variants[1].overrides == {"repconv": "planned"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("elan2.depth", "elan9.depth"), "unknown node path 'elan9.depth': no node 'elan9'"),
+        (("elan2.depth", "elan2.width"), "block 'elan' has no field 'width'"),
+        (("elan2.depth", "zz*.act"), "no node matching 'zz*' has a field 'act'"),
+        (("type: int, low: 1", "type: gauss, low: 1"), "unknown distribution type 'gauss'"),
+        (("low: 1, high: 3", "low: 3, high: 1"), "'low' (3) must be below 'high' (1)"),
+        (("step: 0.25", "step: 0.25, log: true"), "'step' and 'log: true' cannot be combined"),
+        (("choices: [none, planned]", "choices: []"), "non-empty list 'choices'"),
+        (("metrics: [params, gflops, AP]", "metrics: [params, mAP]"), "unknown metric 'mAP'"),
+        (("params: min}", "latency: min}"), "objective 'latency_ms' is not collected"),
+        (("params <= 4e6", "weight <= 4e6"), "constraint on unknown metric 'weight'"),
+        (("params <= 4e6", "params about 4e6"), "expected 'METRIC OP NUMBER'"),
+        (("trials: 4", "trials: 0"), "must be an integer >= 1"),
+        (("{AP: max", "{AP: up"), "mode must be max or min"),
+        (("epochs: 1}", "epochs: 1, lr: 3}"), "unknown training setting 'lr'"),
+        (("base: yolov7-tiny", "base: yolov99"), "yolov99"),
+    ],
+)
+def test_bad_experiments_are_rejected_with_a_clear_error(tmp_path, edit, message):
+    old, new = edit
+    assert old in SEARCH
+    path = write(tmp_path, SEARCH.replace(old, new))
+    with pytest.raises(SpecError) as info:
+        exp = load_experiment(path)
+        exp.check_runnable(profile_only=False)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_objective_on_ap_is_refused_for_a_profile_only_run(tmp_path):
+    exp = load_experiment(write(tmp_path, SEARCH))
+    with pytest.raises(SpecError, match=r"objective 'AP' is not collected \(--profile-only"):
+        exp.check_runnable(profile_only=True)
+
+
+def test_a_search_value_a_block_refuses_is_caught_before_any_trial(tmp_path):
+    text = SEARCH.replace(
+        "elan2.depth: {type: int, low: 1, high: 3}", "elan2.tap_every: {type: int, low: 1, high: 9}"
+    )
+    with pytest.raises(SpecError, match="elan2"):
+        load_experiment(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ("  - label: a\n  - label: a\n", "duplicate label 'a'"),
+        ("  - label: a\n    overrides: {elan2.depht: 3}\n", "no field 'depht'"),
+        ("  - label: a\n    overrides: {elan2.depth: two}\n", "must be int"),
+        ("  - label: a\n    scale: {depth: -1}\n", "'depth' must be > 0"),
+        ("  - label: a\n    colour: red\n", "unknown key 'colour'"),
+        ("  - label: a\n    overrides: {widths: 2}\n", "unknown override 'widths'"),
+    ],
+)
+def test_bad_variants_are_rejected(tmp_path, variants, message):
+    text = f"base: yolov7-tiny\nvariants:\n{variants}"
+    with pytest.raises(SpecError, match=message):
+        load_experiment(write(tmp_path, text))
+
+
+def test_variants_and_search_are_exclusive(tmp_path):
+    text = SEARCH + "variants: [a]\n"
+    with pytest.raises(SpecError, match="not both"):
+        load_experiment(write(tmp_path, text))
+
+
+def test_unknown_top_level_key_names_its_line(tmp_path):
+    path = write(tmp_path, SEARCH + "schedular: asha\n")
+    with pytest.raises(SpecError) as info:
+        load_experiment(path)
+    assert "unknown key 'schedular'" in str(info.value)
+    assert f"{path}:12" in str(info.value)
+
+
+def test_unknown_budget_is_named(tmp_path):
+    exp = load_experiment(write(tmp_path, SEARCH))
+    with pytest.raises(SpecError, match="unknown budget 'paper'"):
+        exp.train_config("paper")
+
+
+def test_budget_is_laid_over_train_settings(tmp_path):
+    text = SEARCH + "budgets:\n  big: {epochs: 300, hyp: {lr0: 0.02}}\n"
+    text = text.replace(
+        "train: {data: synth, epochs: 1}", "train: {data: synth, epochs: 1, hyp: {lrf: 0.1}}"
+    )
+    exp = load_experiment(write(tmp_path, text))
+    assert exp.train_config("big") == {
+        "data": "synth",
+        "epochs": 300,
+        "hyp": {"lrf": 0.1, "lr0": 0.02},
+    }
+    assert exp.train_config() == {"data": "synth", "epochs": 1, "hyp": {"lrf": 0.1}}
+
+
+def test_overrides_set_every_matching_node_and_scale_comes_last():
+    from scaling_lab.models import get_block_graph
+
+    base = get_block_graph("yolov7-tiny")
+    graph = materialize(
+        base, {"elan*.depth": 3, "act": "silu", "scale.width": 0.5, "scale.mode": "width"}
+    )
+    depths = {n.name: n.cfg.depth for n in graph.nodes if n.type == "elan"}
+    assert {depths[f"elan{i}"] for i in range(1, 5)} == {3}
+    assert depths["td4"] == base.node("td4").cfg.depth == 2  # not matched by elan*
+    assert graph.act == "silu"
+    assert graph.node("elan4").cfg.c_out == base.node("elan4").cfg.c_out // 2
+    assert base.node("elan2").cfg.depth == 2  # the base is never changed
+
+
+def test_split_overrides_sorts_paths_by_what_they_change():
+    split = split_overrides(
+        {
+            "repconv": "planned",
+            "elan2.depth": 3,
+            "scale.depth": 1.5,
+            "train.aux_weight": 0.5,
+            "train.hyp.lr0": 0.02,
+        }
+    )
+    assert split.settings == {"repconv": "planned"}
+    assert split.fields == {"elan2.depth": 3}
+    assert split.scale == {"depth": 1.5}
+    assert split.train == {"aux_weight": 0.5, "hyp": {"lr0": 0.02}}
+
+
+def test_distribution_maps_to_the_same_optuna_distribution():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dist = parse_distribution({"type": "int", "low": 1, "high": 4, "step": 1}, path="p", source="s")
+    assert dist.to_optuna() == IntDistribution(1, 4, step=1)
+    dist = parse_distribution(
+        {"type": "float", "low": 0.1, "high": 1.0, "log": True}, path="p", source="s"
+    )
+    assert dist.to_optuna() == FloatDistribution(0.1, 1.0, log=True)
+    dist = parse_distribution({"type": "categorical", "choices": ["a", "b"]}, path="p", source="s")
+    assert dist.to_optuna() == CategoricalDistribution(["a", "b"])
+    assert dist.corners() == ["a", "b"]
+
+
+def test_constraint_holds_only_on_the_right_side():
+    constraint = parse_constraint("params <= 40e6", source="s", known=("params",))
+    assert constraint.holds(40e6) and not constraint.holds(40e6 + 1)
+    assert not constraint.holds(None)
+    assert parse_constraint("gflops > 1_0", source="s", known=("gflops",)).bound == 10
+
+
+def test_params_key_is_stable_and_distinguishes_configs():
+    assert params_key({"a": 1, "b": "x"}) == params_key({"b": "x", "a": 1})
+    assert params_key({"a": 1}) != params_key({"a": 2})
