@@ -20,10 +20,27 @@ from scaling_lab.zoo import list_models
 
 __version__ = "0.1.0"
 
+# sweeps pull in pandas (and Ray when run): imported on first use, not with the package
+_LAZY = {
+    "Experiment": "scaling_lab.sweep.experiment",
+    "load_experiment": "scaling_lab.sweep.experiment",
+    "run_sweep": "scaling_lab.sweep.runner",
+    "write_sweep_report": "scaling_lab.sweep.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'scaling_lab' has no attribute '{name}'")
+
 __all__ = [
     "BlockGraph",
     "BlockNode",
     "Complexity",
+    "Experiment",
     "FieldError",
     "LayerBuilder",
     "LayerGraph",
@@ -40,6 +57,7 @@ __all__ = [
     "get_block_graph",
     "get_layer_graph",
     "list_models",
+    "load_experiment",
     "load_spec",
     "lower",
     "parse_spec",
@@ -48,5 +66,7 @@ __all__ = [
     "register_block",
     "registered_blocks",
     "resolve_spec",
+    "run_sweep",
     "scale",
+    "write_sweep_report",
 ]

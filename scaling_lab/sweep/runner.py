@@ -99,7 +99,14 @@ def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
     )
 
 
-def _row_callback(experiment: Experiment, store: TrialStore, reports_dir: Path) -> Any:
+def _trained_to_the_end(row: dict[str, Any], planned: int) -> bool:
+    settings = json.loads(row.get("train_settings") or "{}")
+    return int(row.get("epochs_done") or 0) >= int(settings.get("epochs", planned))
+
+
+def _row_callback(
+    experiment: Experiment, store: TrialStore, reports_dir: Path, planned_epochs: int
+) -> Any:
     """Driver-side: mark trials Ray stopped early, refresh the tidy table as trials end."""
     from ray.tune import Callback
 
@@ -114,6 +121,8 @@ def _row_callback(experiment: Experiment, store: TrialStore, reports_dir: Path) 
             key = _key_of(trial, experiment)
             row = store.read(key) if key else None
             if row is not None and row.get("status") not in TERMINAL:
+                if status == "stopped" and _trained_to_the_end(row, planned_epochs):
+                    status = "finished"  # ASHA stops every trial at max_t: that is the end
                 row["status"] = status
                 if status == "failed":
                     row["error"] = row.get("error") or "the trial's worker died"
@@ -218,7 +227,9 @@ def run_sweep(
                 name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(sweep_dir / "ray"),
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                callbacks=[_row_callback(experiment, store, reports_dir)],
+                callbacks=[
+                    _row_callback(experiment, store, reports_dir, int(settings.get("epochs", 300)))
+                ],
                 verbose=verbose,
             ),
         )

@@ -140,6 +140,10 @@ def _new_row(variant: Variant, sampled: dict[str, Any], ctx: TrialContext) -> di
     return row
 
 
+class _TrialStoppedError(Exception):
+    """Raised in a trial the driver has already marked stopped (ASHA, time budget)."""
+
+
 class Trial:
     """Runs one trial; every stage updates ``self.row`` and writes it to the store."""
 
@@ -154,6 +158,9 @@ class Trial:
         self.row: dict[str, Any] = {}
 
     def save(self) -> None:
+        on_disk = self.store.read(self.variant.key) or {}
+        if on_disk.get("status") == "stopped" and self.row.get("status") == "running":
+            raise _TrialStoppedError  # the driver stopped this trial: keep its verdict
         self.row["wall_s"] = round(self.wall_before + time.perf_counter() - self.t0, 3)
         self.store.write(self.variant.key, self.row)
 
@@ -172,6 +179,8 @@ class Trial:
             self.save()
             try:
                 self._run()
+            except _TrialStoppedError:
+                return
             except Exception as exc:
                 self.row["status"] = "failed"
                 self.row["error"] = f"{type(exc).__name__}: {exc}"
