@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     for ext in ("png", "svg"):
         buffer = io.BytesIO()
         metadata = {"Date": None} if ext == "svg" else None
-        fig.savefig(buffer, format=ext, dpi=DPI, metadata=metadata)
+        # "tight" keeps point labels near the right edge inside the image
+        fig.savefig(buffer, format=ext, dpi=DPI, metadata=metadata, bbox_inches="tight")
         paths.append(atomic_write_bytes(out_dir / f"{name}.{ext}", buffer.getvalue()))
     return paths
 
@@ -126,7 +128,7 @@ def _annotate(
 
 def _finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
     """Title, axis labels, grid and legend, the same on every plot."""
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -263,7 +265,8 @@ def plot_design_space(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) 
     for ax in axes[len(params) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{ctx.heading}: design space ({objective}, {len(d)} finished trials)")
+    heading = f"{ctx.heading}: design space ({objective}, {len(d)} finished trials)"
+    fig.suptitle(textwrap.fill(heading, 90), fontsize=10)
     return _save(fig, out_dir, "design_space")
 
 

@@ -208,3 +208,23 @@ def test_constraint_holds_only_on_the_right_side():
 def test_params_key_is_stable_and_distinguishes_configs():
     assert params_key({"a": 1, "b": "x"}) == params_key({"b": "x", "a": 1})
     assert params_key({"a": 1}) != params_key({"a": 2})
+
+
+def test_cli_reports_a_bad_experiment_in_one_line(tmp_path, capsys):
+    from scaling_lab.cli import main
+
+    path = write(tmp_path, SEARCH.replace("elan2.depth", "elan9.depth"))
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown node path 'elan9.depth'" in err
+    assert not (tmp_path / "runs").exists()  # rejected before anything started
+
+
+def test_cli_report_without_results_and_with_a_bad_format(tmp_path, capsys):
+    from scaling_lab.cli import main
+
+    path = write(tmp_path, SEARCH)
+    assert main(["report", str(path), "--reports", str(tmp_path)]) == 2
+    assert "run `lab sweep` first" in capsys.readouterr().err
+    assert main(["report", str(path), "--format", "md,docx"]) == 2
+    assert "unknown format(s) docx" in capsys.readouterr().err
