@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -28,6 +29,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"results: {args.reports}/{experiment.name}/results.csv (and .parquet)")
     if not args.no_report:
         _write_report(experiment, args.reports, "md,tex,csv")
+        table = Path(args.reports) / experiment.name / "table.md"
+        print("\n" + table.read_text())
     return 0
 
 

@@ -89,11 +89,19 @@ def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     cfg = experiment.scheduler
+    epochs = int(settings.get("epochs", 300))
+    if cfg["grace_period"] > epochs:
+        raise SpecError(
+            f"ASHA's grace_period ({cfg['grace_period']}) is longer than the training budget "
+            f"({epochs} epochs)",
+            source=experiment.path,
+            field="scheduler.grace_period",
+        )
     return ASHAScheduler(
         time_attr="training_iteration",
         metric=cfg["metric"],
         mode=cfg["mode"],
-        max_t=int(settings.get("epochs", 300)),
+        max_t=epochs,
         grace_period=cfg["grace_period"],
         reduction_factor=cfg["reduction_factor"],
     )
@@ -175,6 +183,7 @@ def run_sweep(
             source=experiment.path,
             field="train",
         )
+    scheduler = _scheduler(experiment, settings) if experiment.trains(profile_only) else None
     sweep_dir = Path(storage).resolve() / experiment.name
     reports_dir = Path(reports) / experiment.name
     store = TrialStore(sweep_dir)
@@ -217,7 +226,7 @@ def run_sweep(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
-                scheduler=_scheduler(experiment, settings) if not profile_only else None,
+                scheduler=scheduler,
                 num_samples=num_samples,
                 max_concurrent_trials=experiment.max_concurrent,
                 time_budget_s=experiment.time_budget_s,

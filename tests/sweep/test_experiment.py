@@ -228,3 +228,35 @@ def test_cli_report_without_results_and_with_a_bad_format(tmp_path, capsys):
     assert "run `lab sweep` first" in capsys.readouterr().err
     assert main(["report", str(path), "--format", "md,docx"]) == 2
     assert "unknown format(s) docx" in capsys.readouterr().err
+
+
+def test_asha_is_built_from_the_experiment(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from scaling_lab.sweep.runner import _scheduler, _trained_to_the_end
+
+    text = SEARCH + "scheduler: {type: asha, metric: AP50, grace_period: 2}\n"
+    exp = load_experiment(write(tmp_path, text), check_graphs=False)
+    with pytest.raises(SpecError, match=r"grace_period \(2\) is longer than .* \(1 epochs\)"):
+        _scheduler(exp, exp.train_config())
+    scheduler = _scheduler(exp, {**exp.train_config(), "epochs": 8})
+    assert isinstance(scheduler, ASHAScheduler)
+    assert (scheduler._metric, scheduler._mode, scheduler._max_t) == ("AP50", "max", 8)
+    assert [rung for rung, _ in scheduler._brackets[0]._rungs] == [8, 4, 2]  # grace 2, halving
+    # ASHA stops every trial at max_t: a trial that trained all its epochs is finished
+    assert _trained_to_the_end({"epochs_done": 8}, planned=8)
+    assert not _trained_to_the_end({"epochs_done": 4}, planned=8)
+    assert _trained_to_the_end({"epochs_done": 2, "train_settings": '{"epochs": 2}'}, planned=8)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ("{type: hyperband}", "unknown scheduler 'hyperband'"),
+        ("{type: asha, metric: params}", "ASHA ranks trials by a per-epoch metric"),
+        ("{type: asha, reduction_factor: 1}", "must be >= 2"),
+    ],
+)
+def test_bad_scheduler_is_rejected(tmp_path, scheduler, message):
+    with pytest.raises(SpecError, match=message):
+        load_experiment(write(tmp_path, SEARCH + f"scheduler: {scheduler}\n"), check_graphs=False)
