@@ -130,10 +130,7 @@ class Experiment:
         if budget not in self.budgets:
             known = ", ".join(self.budgets) or "none declared"
             raise SpecError(f"unknown budget '{budget}' (known: {known})", source=self.path)
-        merged = {**self.train, **self.budgets[budget]}
-        if "hyp" in self.train or "hyp" in self.budgets[budget]:
-            merged["hyp"] = {**self.train.get("hyp", {}), **self.budgets[budget].get("hyp", {})}
-        return merged
+        return merge_train(self.train, self.budgets[budget])
 
     def check_runnable(self, profile_only: bool) -> None:
         """Errors that depend on how the sweep is run (before any trial starts)."""
@@ -386,6 +383,14 @@ def _parse_search(raw: Any, source: str, base_dir: Path) -> tuple[Search, tuple[
     return search, tuple(str(c) for c in constraints_raw)
 
 
+def merge_train(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Training settings with ``extra`` laid over ``base`` (``hyp`` merged key by key)."""
+    merged = {**base, **extra}
+    if "hyp" in base or "hyp" in extra:
+        merged["hyp"] = {**base.get("hyp", {}), **extra.get("hyp", {})}
+    return merged
+
+
 def _resolve_model(model: str, base_dir: Path) -> str:
     """A spec path is relative to the experiment file; a zoo name stays as it is."""
     if model.endswith((".yaml", ".yml")):
@@ -547,7 +552,11 @@ def check_graphs_of(experiment: Experiment) -> None:
             raise SpecError(f"{where}: {exc}", source=experiment.path) from None
 
     for variant in experiment.variants:
-        split_overrides(variant.overrides, source=experiment.path)
+        split = split_overrides(variant.overrides, source=experiment.path)
+        if split.train:  # the row's training settings over every budget's
+            for budget in (None, *experiment.budgets):
+                merged = merge_train(experiment.train_config(budget), split.train)
+                _parse_train(merged, experiment.path, f"variant '{variant.label}': train")
         lowered(variant_graph(experiment, variant), f"variant '{variant.label}'")
     if experiment.search is None:
         return

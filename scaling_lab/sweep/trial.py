@@ -33,6 +33,7 @@ from scaling_lab.sweep.experiment import (
     Experiment,
     Variant,
     base_graph,
+    merge_train,
     params_key,
     variant_graph,
 )
@@ -263,10 +264,8 @@ class Trial:
         from scaling_lab.train.config import TrainConfig
         from scaling_lab.train.trainer import resume, train
 
-        settings = self.experiment.train_config(self.ctx.budget)
         split = split_overrides({**self.variant.overrides, **self.sampled})
-        hyp = {**settings.get("hyp", {}), **split.train.get("hyp", {})}
-        settings = {**settings, **split.train, "hyp": hyp}
+        settings = merge_train(self.experiment.train_config(self.ctx.budget), split.train)
         cpus = int(self.experiment.resources.get("cpu", 1))
         torch.set_num_threads(max(1, cpus))
         run_dir = self.folder / "train"

@@ -260,3 +260,15 @@ def test_asha_is_built_from_the_experiment(tmp_path):
 def test_bad_scheduler_is_rejected(tmp_path, scheduler, message):
     with pytest.raises(SpecError, match=message):
         load_experiment(write(tmp_path, SEARCH + f"scheduler: {scheduler}\n"), check_graphs=False)
+
+
+def test_a_variants_training_settings_are_checked_up_front(tmp_path):
+    text = (
+        "base: yolov7-tiny\ntrain: {data: synth}\n"
+        "variants:\n  - label: a\n    train: {aux_assigner: nonsense}\n"
+    )
+    with pytest.raises(SpecError, match=r"variant 'a': train.*aux_assigner must be one of"):
+        load_experiment(write(tmp_path, text))
+    text = text.replace("aux_assigner: nonsense", "not_a_field: 3")
+    with pytest.raises(SpecError, match="unknown training setting 'not_a_field'"):
+        load_experiment(write(tmp_path, text))

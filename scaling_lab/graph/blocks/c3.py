@@ -35,11 +35,14 @@ class C3Cfg:
     unit: Unit = "dark"
     expansion: float = 1.0  # a unit's inner width / hidden
     groups: int = 1  # of each unit's 3x3 conv
+    reversed: bool = False  # reversed dark units: 3x3 then 1x1 (Fig. 7, Table 5's RCSP)
 
     def check(self) -> None:
         check_positive(self, "c_out", "hidden", "depth", "groups")
         if not 0 < self.expansion <= 4:
             raise FieldError("expansion", f"must be in (0, 4], got {self.expansion}")
+        if self.reversed and self.unit != "dark":
+            raise FieldError("reversed", "only the dark unit can be reversed")
 
     def hidden_width(self) -> int:
         return self.hidden or self.c_out // 2
@@ -76,6 +79,7 @@ def _lower(cfg: C3Cfg, x: Port, lb: LayerBuilder, *, bypass_entry: bool, tail: b
             hidden=cfg.unit_width(),
             groups=cfg.groups,
             shortcut=cfg.shortcut,
+            reversed_=cfg.reversed,
         )
     if tail:
         h = lb.conv(h, hidden, 1)

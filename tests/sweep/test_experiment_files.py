@@ -1,0 +1,193 @@
+"""The shipped experiments (``experiments/*.yaml``): each loads, names paper rows that exist,
+trains with valid settings, and its rows are the models the paper's tables describe."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from scaling_lab import resolve_spec
+from scaling_lab.analyze.profile import profile
+from scaling_lab.layers import layer_graph as lg
+from scaling_lab.layers.plan_repconv import feeds_join
+from scaling_lab.models import get_block_graph, get_layer_graph
+from scaling_lab.sweep.experiment import load_experiment, variant_graph
+from scaling_lab.sweep.materialize import split_overrides
+from scaling_lab.sweep.reference import paper_rows
+from scaling_lab.train.config import TrainConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+FILES = sorted(p.name for p in EXPERIMENTS.glob("*.yaml"))
+# the zoo tests' tolerances against the paper (tests/analyze/test_complexity.py)
+TOLERANCE = {"YOLOv7": (0.05, 0.005)}
+BASELINE_TOLERANCE = (0.1, 0.01)
+
+
+@cache
+def experiment(name: str):
+    return load_experiment(EXPERIMENTS / name)  # builds and lowers every variant
+
+
+@cache
+def graphs(name: str) -> dict:
+    exp = experiment(name)
+    return {v.label: variant_graph(exp, v) for v in exp.variants}
+
+
+def repconvs(graph) -> frozenset[tuple[str, bool]]:
+    """(layer, has identity) of every RepConv of the training-form layer graph."""
+    layers = get_layer_graph(graph)
+    return frozenset((x.name, x.op.identity) for x in layers if isinstance(x.op, lg.RepConv))
+
+
+def deploy_cost(graph) -> tuple[int, float]:
+    counted = profile(graph, deploy=True)
+    return counted.params, counted.gflops
+
+
+def test_the_paper_tables_are_all_there():
+    wanted = {
+        "table2_zoo.yaml",
+        "table3_scaling.yaml",
+        "table4_repconcat.yaml",
+        "table5_represidual.yaml",
+        "table6_aux.yaml",
+        "table7_constraint.yaml",
+        "table8_partial_aux.yaml",
+    }
+    assert wanted <= set(FILES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_experiment_loads_and_its_rows_are_paper_rows(name):
+    exp = experiment(name)
+    if exp.paper_table is None:
+        return
+    rows = paper_rows(exp.paper_table)
+    for variant in exp.variants:
+        assert (variant.paper_row or variant.label) in rows, variant.label
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_row_trains_with_valid_settings(name):
+    """load_experiment does not check a variant's own ``train`` settings: do it here, for the
+    default budget and every named one (TrainConfig rejects unknown keys and bad values)."""
+    exp = experiment(name)
+    for budget, variant in itertools.product([None, *exp.budgets], exp.variants or [None]):
+        settings = exp.train_config(budget)
+        if variant is not None:
+            extra = split_overrides(variant.overrides).train
+            hyp = {**settings.get("hyp", {}), **extra.get("hyp", {})}
+            settings = {**settings, **extra, "hyp": hyp}
+        TrainConfig(**{"model": "-", "data": "synth", **settings})
+
+
+def test_table2_rows_are_the_paper_rows_in_order_and_match_its_counts():
+    exp = experiment("table2_zoo.yaml")
+    rows = paper_rows(2)
+    assert [v.paper_row for v in exp.variants] == list(rows)
+    assert [v.label for v in exp.variants] == list(rows)
+    off = set()
+    for variant in exp.variants:
+        spec = resolve_spec(variant.model)
+        assert spec.reference["paper_row"] == variant.paper_row
+        params_tol, gflops_tol = TOLERANCE.get(spec.family, BASELINE_TOLERANCE)
+        paper = rows[variant.paper_row]
+        graph = graphs("table2_zoo.yaml")[variant.label]
+        counted = profile(graph, deploy=True)  # what the sweep reports (form: deploy)
+        if spec.reference.get("graph", "deploy") == "training":
+            # the paper counted this one's training graph: compare like with like
+            close = profile(graph, deploy=False)
+            assert abs(close.params_m - paper["params_m"]) <= params_tol, variant.label
+            assert abs(close.gflops / paper["gflops"] - 1) <= gflops_tol, variant.label
+        if not (
+            abs(counted.params_m - paper["params_m"]) <= params_tol
+            and abs(counted.gflops / paper["gflops"] - 1) <= gflops_tol
+        ):
+            off.add(variant.label)
+    # YOLOv7-D6's published figures are its training graph with the auxiliary head
+    assert off == {"YOLOv7-D6"}
+
+
+def test_table2_latency_options_are_accepted():
+    from scaling_lab.analyze.latency import resolve_request
+
+    exp = experiment("table2_zoo.yaml")
+    assert exp.wants("latency_ms") and exp.form == "deploy"
+    options = {k: v for k, v in exp.latency.items() if k != "channels_last"}
+    resolve_request(**options)
+
+
+def test_table4_rows_are_pairwise_different_planned_placements():
+    exp = experiment("table4_repconcat.yaml")
+    by_label = {label: repconvs(graph) for label, graph in graphs("table4_repconcat.yaml").items()}
+    assert by_label["base (3-S ELAN)"] == frozenset()
+    placements = list(by_label.values())
+    assert len(set(placements)) == len(placements), "two Table 4 rows are the same model"
+    layers = get_layer_graph(graphs("table4_repconcat.yaml")["Figure 6 (c)"])
+    consumers = layers.consumers()
+    elans = {n.name for n in get_block_graph(exp.base).nodes if n.type == "elan"}
+    for layer in layers:
+        if isinstance(layer.op, lg.RepConv):
+            assert layer.node in elans, layer.name  # only the ELANs' 3x3 convs change
+            # planned: no identity branch into the concat
+            assert layer.op.identity != feeds_join(layer, consumers), layer.name
+    # RepConv folds into a plain 3x3 conv: every row deploys as the base
+    costs = {deploy_cost(graph) for graph in graphs("table4_repconcat.yaml").values()}
+    assert len(costs) == 1
+
+
+def test_table5_repcsp_puts_repconv_in_the_backbone_dark_blocks_only():
+    found = graphs("table5_represidual.yaml")
+    base, rep = found["base (YOLOR-W6)"], found["RepCSP"]
+    assert repconvs(base) == frozenset()
+    placed = repconvs(rep)
+    assert placed and all(identity for _, identity in placed)
+    base_layers = {x.name: x for x in get_layer_graph(base)}
+    rep_layers = {x.name: x for x in get_layer_graph(rep)}
+    assert base_layers.keys() == rep_layers.keys()
+    changed = {name for name in base_layers if base_layers[name].op != rep_layers[name].op}
+    assert changed == {name for name, _ in placed}
+    consumers = get_layer_graph(rep).consumers()
+    for name in changed:  # each the 3x3 of a residual dark block: it feeds the add
+        assert name.startswith("stage")
+        assert any(isinstance(c.op, lg.Add) for c in consumers[name]), name
+    assert deploy_cost(base) == deploy_cost(rep)
+
+
+def test_table5_rcsp_reverses_only_the_backbone_dark_blocks_at_equal_cost():
+    found = graphs("table5_represidual.yaml")
+    assert {"RCSP", "RepRCSP", "RepRCSP (YOLOR-CSP)"} <= set(found)
+    base, reversed_ = found["base (YOLOR-W6)"], found["RCSP"]
+    assert deploy_cost(base) == deploy_cost(reversed_)  # "exactly the same amount"
+    flipped = {
+        a.name
+        for a, b in zip(base.nodes, reversed_.nodes, strict=True)
+        if dataclasses.asdict(a.cfg) != dataclasses.asdict(b.cfg)
+    }
+    assert flipped and all(reversed_.node(n).cfg.reversed for n in flipped)
+    outside = [x for x in get_layer_graph(base) if x.node not in flipped]
+    rev_layers = {x.name: x for x in get_layer_graph(reversed_)}
+    assert all(rev_layers[x.name] == x for x in outside)
+    # RepRCSP: the reversed unit's 3x3 feeds a 1x1, so the rule keeps RepConv's identity
+    reps = [x.op for x in get_layer_graph(found["RepRCSP"]) if type(x.op).__name__ == "RepConv"]
+    assert reps and all(op.identity for op in reps)
+
+
+@pytest.mark.parametrize(
+    "name", ["table6_aux.yaml", "table7_constraint.yaml", "table8_partial_aux.yaml"]
+)
+def test_aux_tables_differ_only_in_training(name):
+    exp = experiment(name)
+    for variant in exp.variants:
+        split = split_overrides(variant.overrides)
+        assert not (split.settings or split.fields or split.scale or variant.scale)
+        assert variant.model is None
+    base = exp.variants[0]
+    assert base.label.startswith("base") and base.overrides == {"train.aux_weight": 0.0}
+    assert all(v.overrides.get("train.aux_weight", 0.25) > 0 for v in exp.variants[1:])
+    assert exp.train_config("paper")["img_size"] == 1280
