@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -64,4 +65,23 @@ def write_sweep_report(
     """Tables (``table.md/.tex/.csv``) and plots (PNG + SVG) in ``reports/EXPERIMENT/``."""
     out_dir = Path(reports) / experiment.name
     frame = read_results(out_dir) if results is None else results
-    return write_report(frame, report_context(experiment), out_dir, formats=formats)
+    context = report_context(experiment)
+    sizes = _size_note(frame)
+    if sizes:
+        context = dataclasses.replace(context, note=" ".join(p for p in (context.note, sizes) if p))
+    return write_report(frame, context, out_dir, formats=formats)
+
+
+def _size_note(frame: pd.DataFrame) -> str:
+    """Say so when AP was measured at another size than params / FLOPs were counted at."""
+    if "train_img_size" not in frame or frame["train_img_size"].isna().all():
+        return ""
+    counted = sorted({int(v) for v in frame["img_size"].dropna()})
+    trained = sorted({int(v) for v in frame["train_img_size"].dropna()})
+    if counted == trained:
+        return ""
+    counted_px, trained_px = ("/".join(map(str, v)) + " px" for v in (counted, trained))
+    return (
+        f"Size, #Param. and FLOPs: the model at {counted_px}; "
+        f"AP: trained and evaluated at {trained_px}."
+    )
