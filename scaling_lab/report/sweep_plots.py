@@ -144,17 +144,50 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def _draw_peers(ax: Axes, peers: Sequence[dict], x_of: Any) -> int:
+    """The paper's Table 2 detectors as grey reference markers, one marker per family;
+    returns how many were drawn."""
+    families: dict[str, list[tuple[float, float]]] = {}
+    for peer in peers:
+        px, py = x_of(peer), _number(peer.get("AP"))
+        if not (math.isnan(px) or math.isnan(py)):
+            families.setdefault(str(peer.get("family") or "peers"), []).append((px, py))
+    for i, (family, points) in enumerate(families.items()):
+        ax.scatter(
+            *zip(*points),
+            marker=PEER_MARKERS[i % len(PEER_MARKERS)],
+            color=str(0.25 + 0.45 * (i % 4) / 3),
+            s=28,
+            alpha=0.8,
+            zorder=1,
+            label=f"{family} (paper Table 2, COCO)",
+        )
+    return sum(len(points) for points in families.values())
+
+
+def _v100_latency_ms(peer: dict) -> float:
+    """The paper's Fig. 1 axis: batch-1 V100 latency, 1000 / FPS."""
+    fps = _number(peer.get("fps"))
+    return 1000.0 / fps if fps > 0 else math.nan
+
+
 def plot_ap_vs_latency(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) -> list[Path]:
     """Fig. 1 style: our AP against our measured latency, with the Pareto front.
 
-    The paper's peers are not drawn: their speeds are V100 FPS, not comparable with latency
-    measured here; the x label names the device the latency was measured on.
+    The paper's Table 2 detectors are the reference points, on their own top axis (V100
+    latency, 1000 / FPS): our latency is measured on another device, so the two x scales are
+    never mixed; the bottom label names our device.
     """
     d = _with_data(_finished(results), ["latency_ms", "AP"])
     if d.empty:
         return []
     x, y = _values(d, "latency_ms"), _values(d, "AP")
     fig, ax = _figure()
+    if ctx.paper_peers:
+        top = ax.twiny()
+        if _draw_peers(top, ctx.paper_peers, _v100_latency_ms):
+            top.set_xlabel("paper Table 2: V100 latency (ms, 1000 / FPS), COCO AP", fontsize=8)
+            top.legend(fontsize=7, loc="lower right")
     ax.scatter(x, y, color="C0", zorder=3, label="ours (finished)")
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
@@ -175,22 +208,7 @@ def _plot_ap_vs_cost(
         return []
     x, y = _values(d, col), _values(d, "AP")
     fig, ax = _figure()
-    families: dict[str, list[tuple[float, float]]] = {}
-    for peer in ctx.paper_peers:
-        px, py = _number(peer.get(col)), _number(peer.get("AP"))
-        if not (math.isnan(px) or math.isnan(py)):
-            families.setdefault(str(peer.get("family") or "peers"), []).append((px, py))
-    for i, (family, points) in enumerate(families.items()):
-        grey = str(0.25 + 0.45 * (i % 4) / 3)
-        ax.scatter(
-            *zip(*points),
-            marker=PEER_MARKERS[i % len(PEER_MARKERS)],
-            color=grey,
-            s=28,
-            alpha=0.8,
-            zorder=1,
-            label=f"{family} (paper Table 2, COCO)",
-        )
+    _draw_peers(ax, ctx.paper_peers, lambda peer: _number(peer.get(col)))
     paper_label = "paper, same rows (COCO)"
     for label, xi, yi in zip(d["label"], x, y):
         row = ctx.paper_rows.get(label, {})

@@ -45,3 +45,19 @@ def test_size_note_says_when_ap_was_measured_at_another_size():
     )
     assert _size_note(pd.DataFrame({"img_size": [640], "train_img_size": [640]})) == ""
     assert _size_note(pd.DataFrame({"img_size": [640]})) == ""
+
+
+def test_latency_plot_places_the_papers_peers_at_their_v100_latency(tmp_path):
+    import math
+
+    from matplotlib.figure import Figure
+
+    from scaling_lab.report.sweep_plots import _draw_peers, _v100_latency_ms
+
+    assert math.isclose(_v100_latency_ms({"fps": 161}), 1000 / 161)
+    assert math.isnan(_v100_latency_ms({"fps": None}))
+    ax = Figure().add_subplot()
+    drawn = _draw_peers(ax, paper_peers(), _v100_latency_ms)
+    assert drawn == sum(1 for p in paper_peers() if p.get("fps"))
+    xs = sorted(x for c in ax.collections for x, _ in c.get_offsets())
+    assert math.isclose(xs[0], 1000 / max(p["fps"] for p in paper_peers()))

@@ -45,23 +45,17 @@ def lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def sweep_args(experiment: Path, tmp_path: Path) -> tuple[str, ...]:
+    """``lab sweep`` arguments with storage and reports under tmp_path, quiet, 2 CPUs."""
+    storage, reports = str(tmp_path / "runs"), str(tmp_path / "reports")
+    return ("sweep", str(experiment), "--storage", storage, "--reports", reports,
+            "--no-report", "--quiet", "--num-cpus", "2")  # fmt: skip
+
+
 def test_table3_profile_only_sweep_and_report_match_the_paper(tmp_path):
     exp_file = ROOT / "experiments" / "table3_scaling.yaml"
-    storage, reports = tmp_path / "runs", tmp_path / "reports"
-    run = lab(
-        "sweep",
-        str(exp_file),
-        "--profile-only",
-        "--storage",
-        str(storage),
-        "--reports",
-        str(reports),
-        "--no-report",
-        "--quiet",
-        "--num-cpus",
-        "2",
-        cwd=tmp_path,
-    )
+    reports = tmp_path / "reports"
+    run = lab(*sweep_args(exp_file, tmp_path), "--profile-only", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     report = lab("report", str(exp_file), "--reports", str(reports), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
@@ -108,18 +102,7 @@ def _steps_and_epochs(trial_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_killed_training_sweep_resumes_with_each_trial_trained_once(tmp_path):
     storage, reports = tmp_path / "runs", tmp_path / "reports"
-    args = (
-        "sweep",
-        str(TINY_TRAIN),
-        "--storage",
-        str(storage),
-        "--reports",
-        str(reports),
-        "--no-report",
-        "--quiet",
-        "--num-cpus",
-        "2",
-    )
+    args = sweep_args(TINY_TRAIN, tmp_path)
     driver = subprocess.Popen(
         [sys.executable, "-m", "scaling_lab.cli", *args],
         cwd=tmp_path,
