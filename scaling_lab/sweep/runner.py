@@ -147,6 +147,23 @@ def _key_of(trial: Any, experiment: Experiment) -> str | None:
     return params_key({k: v for k, v in config.items() if k in experiment.search.space})
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local" or another form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SpecError(
+            f"cannot connect to the Ray cluster at '{address}': {exc.strerror or exc} (is it "
+            "running? start one with `ray start --head`)",
+            field="address",
+        ) from None
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     import ray
 
@@ -154,7 +171,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # ConnectionError, AuthenticationError, bad address, ...
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise SpecError(
+                f"cannot connect to the Ray cluster at '{address}': {type(exc).__name__}: "
+                f"{reason[:300]} (is it running? with token authentication, set "
+                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or ~/.ray/auth_token)",
+                field="address",
+            ) from None
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
