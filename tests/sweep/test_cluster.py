@@ -63,7 +63,7 @@ def test_profile_sweep_on_a_running_cluster(tmp_path):
             env=env,
         )
     finally:
-        subprocess.run(["pkill", "-f", temp_dir], check=False)
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # this cluster only
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Connected to Ray cluster" in run.stderr
