@@ -28,16 +28,24 @@ from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_r
 from scaling_lab.sweep.trial import TrialContext, run_trial
 
 
-def _sampler(experiment: Experiment) -> Any:
+def _sampler(experiment: Experiment, told: int) -> Any:
+    """The Optuna sampler. ``told``: trials the study already holds; a resumed search seeds
+    with ``seed + told`` so its random draws do not replay the first run's (which would
+    propose the same designs again and spend the budget on finished keys)."""
     import optuna
 
     search = experiment.search
     assert search is not None
+    seed = search.seed + told
     if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
+        # generations of a third of the budget (Optuna's default 50 would never get past
+        # the random first generation in a small search)
+        population = max(4, min(50, search.trials // 3))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(4, min(10, search.trials // 3))
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
 
 
 def _storage_url(experiment: Experiment, sweep_dir: Path) -> str:
@@ -47,8 +55,9 @@ def _storage_url(experiment: Experiment, sweep_dir: Path) -> str:
     return f"sqlite:///{sweep_dir / 'optuna.db'}"
 
 
-def _fail_stale_trials(url: str, study_name: str) -> None:
-    """Mark the study's trials left RUNNING by a killed driver as failed."""
+def _fail_stale_trials(url: str, study_name: str) -> int:
+    """Mark the study's trials left RUNNING by a killed driver as failed; returns how many
+    trials the study holds (0 for a new study)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -56,9 +65,10 @@ def _fail_stale_trials(url: str, study_name: str) -> None:
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
-        return
+        return 0
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
 def _search_alg(experiment: Experiment, sweep_dir: Path, pending: list[dict[str, Any]]) -> Any:
@@ -69,14 +79,14 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, pending: list[dict[str,
     assert search is not None
     url = _storage_url(experiment, sweep_dir)
     study_name = experiment.name
-    _fail_stale_trials(url, study_name)
+    told = _fail_stale_trials(url, study_name)
     metrics, modes = list(search.objectives), list(search.objectives.values())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return OptunaSearch(
         space={path: dist.to_optuna() for path, dist in search.space.items()},
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
-        sampler=_sampler(experiment),
+        sampler=_sampler(experiment, told),
         study_name=study_name,
         storage=optuna.storages.RDBStorage(url),
         points_to_evaluate=pending or None,

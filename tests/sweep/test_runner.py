@@ -260,3 +260,33 @@ def test_multi_objective_search_reports_its_pareto_set(tmp_path):
     assert store.read(key)["started_at"] == row["started_at"]
     assert json.loads(store.read(key)["config"]) == json.loads(row["config"])
     assert np.isclose(store.read(key)["params"], row["params"])
+
+
+RANDOM_SEARCH = """\
+base: yolov7-tiny
+metrics: [params, gflops]
+search:
+  space:
+    elan1.depth: {type: int, low: 1, high: 4}
+    elan2.depth: {type: int, low: 1, high: 4}
+    elan3.depth: {type: int, low: 1, high: 4}
+    elan4.depth: {type: int, low: 1, high: 4}
+    scale.width: {type: float, low: 0.25, high: 1.0, step: 0.25}
+  trials: TRIALS
+  objectives: {params: min}
+  sampler: random
+  seed: 0
+"""
+
+
+def test_a_resumed_search_draws_new_designs_not_the_first_runs_again(tmp_path):
+    path = tmp_path / "grow.yaml"
+    kwargs = {"storage": tmp_path / "runs", "reports": tmp_path / "reports", "verbose": 0}
+    path.write_text(RANDOM_SEARCH.replace("TRIALS", "3"))
+    first = run_sweep(load_experiment(path), **kwargs)
+    assert len(first) == 3
+    path.write_text(RANDOM_SEARCH.replace("TRIALS", "6"))  # a bigger budget, then --resume
+    grown = run_sweep(load_experiment(path), resume=True, **kwargs)
+    # same seed replayed would propose the first three designs again (finished keys)
+    assert len(grown) == grown["key"].nunique() == 6
+    assert set(first["key"]) < set(grown["key"])
