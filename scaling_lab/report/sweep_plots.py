@@ -327,10 +327,13 @@ def plot_objectives(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) ->
     d = _with_data(_finished(results), [xc, yc])
     if d.empty:
         return []
+    front_label = f"Pareto front ({xc}, {yc})"
+    # raw parameter counts plot as millions (same front: a positive scale keeps the order)
+    xc, yc = ("params_m" if c == "params" else c for c in (xc, yc))
     x, y = _values(d, xc), _values(d, yc)
     fig, ax = _figure()
     ax.scatter(x, y, color="C0", zorder=3, label="trial (finished)")
-    front = _draw_front(ax, x, y, (xm, ym), label=f"Pareto front ({xc}, {yc})")
+    front = _draw_front(ax, x, y, (xm, ym), label=front_label)
     _annotate(ax, x, y, list(d["label"]), front)
 
     def better(mode: str) -> str:
@@ -338,7 +341,7 @@ def plot_objectives(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) ->
 
     _finish(
         ax,
-        f"{ctx.heading}: {yc} vs {xc}",
+        f"{ctx.heading}: {_axis_name(yc)} vs {_axis_name(xc)}",
         f"{_axis_name(xc)}, {better(xm)}",
         f"{_axis_name(yc)}, {better(ym)}",
     )
