@@ -14,6 +14,7 @@ in a fresh Tuner; an interrupted trial continues from its training checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -26,6 +27,8 @@ from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.experiment import Experiment, params_key
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
+
+MAX_SEARCH_ROUNDS = 5
 
 
 def _sampler(experiment: Experiment, told: int) -> Any:
@@ -196,6 +199,25 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def _plan_round(
+    experiment: Experiment, store: TrialStore, sweep_dir: Path, retry_failed: bool
+) -> tuple[dict[str, Any], Any, int] | None:
+    """What the next Tuner runs: (param_space, search_alg, num_samples); None if nothing."""
+    from ray import tune
+
+    rows = store.rows()
+    done = store.terminal_keys(retry_failed=retry_failed)
+    if experiment.search is None:
+        todo = [v.key for v in experiment.variants if v.key not in done]
+        return ({"variant": tune.grid_search(todo)}, None, 1) if todo else None
+    finished = [r for r in rows if r["key"] in done]
+    pending = [json.loads(r["config"]) for r in rows if r["key"] not in done and r["config"]]
+    count = len(pending) + max(0, experiment.search.trials - len(finished) - len(pending))
+    if count == 0:
+        return None
+    return {}, _search_alg(experiment, sweep_dir, pending), count
+
+
 def run_sweep(
     experiment: Experiment,
     *,
@@ -232,7 +254,6 @@ def run_sweep(
             "choose another --storage",
             field="storage",
         )
-    done = store.terminal_keys(retry_failed=retry_failed)
     ctx = TrialContext(
         experiment=experiment,
         store_root=str(sweep_dir),
@@ -241,41 +262,40 @@ def run_sweep(
         budget=budget,
         retry_failed=retry_failed,
     )
-    param_space: dict[str, Any] = {}
-    search_alg, num_samples = None, 1
-    if experiment.search is None:
-        todo = [v.key for v in experiment.variants if v.key not in done]
-        param_space = {"variant": tune.grid_search(todo)}
-    else:
-        finished = [r for r in rows if r["key"] in done]
-        pending = [json.loads(r["config"]) for r in rows if r["key"] not in done and r["config"]]
-        todo = pending + [None] * max(0, experiment.search.trials - len(finished) - len(pending))
-        num_samples = len(todo)
-        if todo:
-            search_alg = _search_alg(experiment, sweep_dir, pending)
-    if todo:
+    callback = _row_callback(experiment, store, reports_dir, int(settings.get("epochs", 300)))
+    started = time.monotonic()
+    # A search whose sampler re-proposes finished designs (their trials report the stored
+    # row) ends a round with fewer rows than its budget: top up in a few more rounds.
+    for round_ in range(MAX_SEARCH_ROUNDS if experiment.search else 1):
+        retry = retry_failed and round_ == 0  # later rounds: this run's failures stand
+        plan = _plan_round(experiment, store, sweep_dir, retry)
+        time_left = None
+        if experiment.time_budget_s is not None:
+            time_left = experiment.time_budget_s - (time.monotonic() - started)
+        if plan is None or (time_left is not None and time_left <= 0):
+            break
+        param_space, search_alg, num_samples = plan
         init_ray(address, num_cpus)
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, ctx=ctx), dict(experiment.resources)
+            tune.with_parameters(run_trial, ctx=dataclasses.replace(ctx, retry_failed=retry)),
+            dict(experiment.resources),
         )
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
-                scheduler=scheduler,
+                scheduler=_scheduler(experiment, settings) if scheduler else None,  # fresh
                 num_samples=num_samples,
                 max_concurrent_trials=experiment.max_concurrent,
-                time_budget_s=experiment.time_budget_s,
+                time_budget_s=time_left,
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
-                name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{round_}",
                 storage_path=str(sweep_dir / "ray"),
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                callbacks=[
-                    _row_callback(experiment, store, reports_dir, int(settings.get("epochs", 300)))
-                ],
+                callbacks=[callback],
                 verbose=verbose,
             ),
         )

@@ -290,3 +290,20 @@ def test_a_resumed_search_draws_new_designs_not_the_first_runs_again(tmp_path):
     # same seed replayed would propose the first three designs again (finished keys)
     assert len(grown) == grown["key"].nunique() == 6
     assert set(first["key"]) < set(grown["key"])
+
+
+def test_a_search_tops_up_rounds_until_its_budget_of_distinct_designs(tmp_path):
+    """Four designs in the space, three trials: re-proposed designs are not counted as new
+    trials, so the sweep runs more rounds until three distinct designs have rows."""
+    path = tmp_path / "small.yaml"
+    text = RANDOM_SEARCH.replace("TRIALS", "3")
+    space = (
+        "    elan1.depth: {type: int, low: 1, high: 2}\n"
+        "    elan2.depth: {type: int, low: 1, high: 2}\n"
+    )
+    start = text.index("    elan1.depth")
+    end = text.index("  trials:")
+    path.write_text(text[:start] + space + text[end:])
+    kwargs = {"storage": tmp_path / "runs", "reports": tmp_path / "reports", "verbose": 0}
+    frame = run_sweep(load_experiment(path), **kwargs)
+    assert len(frame) == frame["key"].nunique() == 3
