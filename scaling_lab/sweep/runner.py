@@ -257,7 +257,8 @@ def run_sweep(
     ctx = TrialContext(
         experiment=experiment,
         store_root=str(sweep_dir),
-        reports_dir=str(reports_dir),
+        reports_dir=str(reports_dir.resolve()),
+        cwd=str(Path.cwd()),
         profile_only=profile_only,
         budget=budget,
         retry_failed=retry_failed,

@@ -48,8 +48,9 @@ class TrialContext:
     """What every trial of one sweep shares (passed through Ray's object store)."""
 
     experiment: Experiment
-    store_root: str
-    reports_dir: str  # reports/EXPERIMENT: materialized specs go to its specs/ folder
+    store_root: str  # absolute: Ray runs each trial in a working folder of its own
+    reports_dir: str  # absolute reports/EXPERIMENT: materialized specs go to its specs/
+    cwd: str = "."  # the driver's working folder: rows name files relative to it
     profile_only: bool = False
     budget: str | None = None
     retry_failed: bool = False
@@ -91,6 +92,14 @@ def _numeric(row: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[key] = float(value)
     return out
+
+
+def _display_path(path: Path, cwd: str) -> str:
+    """``path`` relative to the driver's folder when it lies below it (portable reports)."""
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
 
 
 def _finite(value: Any) -> float | None:
@@ -205,7 +214,7 @@ class Trial:
         spec_path = Path(self.ctx.reports_dir) / "specs" / f"{self.variant.key}.yaml"
         atomic_write_text(spec_path, text)
         self.row["spec_hash"] = hashlib.sha256(text.encode()).hexdigest()[:12]
-        self.row["spec_path"] = str(spec_path)
+        self.row["spec_path"] = _display_path(spec_path, self.ctx.cwd)
         self._profile(graph)
         if self.experiment.wants("latency_ms"):
             self._latency(graph)

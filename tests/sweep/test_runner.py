@@ -47,7 +47,7 @@ def lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def sweep_args(experiment: Path, tmp_path: Path) -> tuple[str, ...]:
     """``lab sweep`` arguments with storage and reports under tmp_path, quiet, 2 CPUs."""
-    storage, reports = str(tmp_path / "runs"), str(tmp_path / "reports")
+    storage, reports = str(tmp_path / "runs"), "reports"  # relative: lab runs in tmp_path
     return ("sweep", str(experiment), "--storage", storage, "--reports", reports,
             "--no-report", "--quiet", "--num-cpus", "2")  # fmt: skip
 
@@ -70,8 +70,9 @@ def test_table3_profile_only_sweep_and_report_match_the_paper(tmp_path):
         # the scaling issue's tolerances: params within 0.1M, FLOPs within 0.5 %
         assert abs(row["params"] / 1e6 - paper[row["label"]]["params_m"]) < 0.1
         assert abs(row["gflops"] / paper[row["label"]]["gflops"] - 1) < 0.005
-        spec = Path(row["spec_path"])
-        assert spec.is_file() and row["spec_hash"] in _hash(spec)
+        spec = Path(row["spec_path"])  # relative to where lab ran, under its --reports
+        assert spec.parts[:3] == ("reports", "table3_scaling", "specs"), spec
+        assert (tmp_path / spec).is_file() and row["spec_hash"] in _hash(tmp_path / spec)
     table = (out / "table.md").read_text()
     assert "#Param. (paper)" in table and "FLOPs (paper)" in table
     base, compound = results.iloc[0], results.iloc[3]
