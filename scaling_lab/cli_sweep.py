@@ -44,9 +44,7 @@ def _write_report(experiment, reports: str, formats: str) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from scaling_lab.spec.errors import SpecError
     from scaling_lab.sweep.experiment import load_experiment
-    from scaling_lab.sweep.report import parse_formats
 
-    parse_formats(args.format)
     experiment = load_experiment(args.experiment, check_graphs=False)
     try:
         _write_report(experiment, args.reports, args.format)

@@ -158,11 +158,6 @@ def params_key(params: dict[str, Any]) -> str:
     return "s-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def _fail(message: str, source: str, key: str | None = None, lines: dict | None = None):
-    line = (lines or {}).get(key.split(".")[-1]) if key else None
-    return SpecError(message, source=source, field=key, line=line)
-
-
 def _check_keys(data: dict, allowed: set[str], source: str, where: str) -> None:
     lines = data.get("__lines__", {})
     for key in data:
@@ -534,11 +529,6 @@ def variant_graph(experiment: Experiment, variant: Variant):
     """The BlockGraph a variant's trial profiles and trains."""
     graph = base_graph(experiment, variant.model)
     return materialize(graph, variant.overrides, scale_args=variant.scale, source=experiment.path)
-
-
-def search_overrides(search_params: dict[str, Any]) -> dict[str, Any]:
-    """Sampled values -> overrides (the search space's keys are override paths)."""
-    return dict(search_params)
 
 
 def check_graphs_of(experiment: Experiment) -> None:

@@ -26,7 +26,6 @@ from scaling_lab.spec.errors import SpecError
 
 SETTINGS = ("nc", "img_size", "act", "repconv")
 SCALE_KEYS = ("depth", "width", "mode")
-RESERVED = ("scale", "train")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling_lab.report.sweep_table import ReportContext, write_report
+from scaling_lab.report.sweep_table import FORMATS, ReportContext, write_report
 from scaling_lab.sweep.experiment import Experiment
 from scaling_lab.sweep.reference import paper_peers, paper_rows
 from scaling_lab.sweep.store import read_results
-
-FORMATS = ("md", "tex", "csv")
 
 
 def report_context(experiment: Experiment) -> ReportContext:

@@ -206,7 +206,7 @@ def _plan_round(
     from ray import tune
 
     rows = store.rows()
-    done = store.terminal_keys(retry_failed=retry_failed)
+    done = store.terminal_keys(retry_failed=retry_failed, rows=rows)
     if experiment.search is None:
         todo = [v.key for v in experiment.variants if v.key not in done]
         return ({"variant": tune.grid_search(todo)}, None, 1) if todo else None

@@ -64,10 +64,13 @@ class TrialStore:
         rows = [self.read(path.name) for path in sorted(folder.iterdir()) if path.is_dir()]
         return [row for row in rows if row is not None]
 
-    def terminal_keys(self, *, retry_failed: bool = False) -> set[str]:
-        """Keys whose trials need no rerun (failed ones too, unless ``retry_failed``)."""
+    def terminal_keys(
+        self, *, retry_failed: bool = False, rows: list[dict[str, Any]] | None = None
+    ) -> set[str]:
+        """Keys whose trials need no rerun (failed ones too, unless ``retry_failed``);
+        ``rows``: the rows when already read."""
         done = set()
-        for row in self.rows():
+        for row in self.rows() if rows is None else rows:
             status = row.get("status")
             if status in TERMINAL and not (retry_failed and status == "failed"):
                 done.add(row["key"])

@@ -37,7 +37,7 @@ from scaling_lab.sweep.experiment import (
     params_key,
     variant_graph,
 )
-from scaling_lab.sweep.materialize import materialize, split_overrides
+from scaling_lab.sweep.materialize import SplitOverrides, materialize, split_overrides
 from scaling_lab.sweep.store import TERMINAL, TrialStore
 
 INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
@@ -102,14 +102,6 @@ def _display_path(path: Path, cwd: str) -> str:
         return str(path)
 
 
-def _finite(value: Any) -> float | None:
-    """A metric for JSON: NaN (pycocotools' "no objects of that size") becomes None."""
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _report(row: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
@@ -123,9 +115,10 @@ def _report(row: dict[str, Any], ctx: TrialContext) -> None:
     tune.report(metrics)
 
 
-def _new_row(variant: Variant, sampled: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
+def _new_row(
+    variant: Variant, sampled: dict[str, Any], split: SplitOverrides, ctx: TrialContext
+) -> dict[str, Any]:
     experiment = ctx.experiment
-    split = split_overrides({**variant.overrides, **sampled})
     row: dict[str, Any] = {
         "experiment": experiment.name,
         "order": variant.order,
@@ -162,6 +155,7 @@ class Trial:
         self.experiment = ctx.experiment
         self.store = TrialStore(ctx.store_root)
         self.variant, self.sampled = resolve_variant(config, ctx)
+        self.split = split_overrides({**self.variant.overrides, **self.sampled})
         self.folder = self.store.trial_dir(self.variant.key)
         self.t0 = time.perf_counter()
         self.wall_before = 0.0
@@ -181,7 +175,7 @@ class Trial:
             if status in TERMINAL and not (self.ctx.retry_failed and status == "failed"):
                 _report(stored, self.ctx)  # already done: never trained twice
                 return
-            self.row = _new_row(self.variant, self.sampled, self.ctx)
+            self.row = _new_row(self.variant, self.sampled, self.split, self.ctx)
             if stored is not None and stored.get("status") == "running":  # interrupted
                 self.wall_before = float(stored.get("wall_s") or 0.0)
                 self.row["order"], self.row["label"] = stored["order"], stored["label"]
@@ -271,10 +265,10 @@ class Trial:
         import torch
 
         from scaling_lab.train.config import TrainConfig
+        from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
 
-        split = split_overrides({**self.variant.overrides, **self.sampled})
-        settings = merge_train(self.experiment.train_config(self.ctx.budget), split.train)
+        settings = merge_train(self.experiment.train_config(self.ctx.budget), self.split.train)
         cpus = int(self.experiment.resources.get("cpu", 1))
         torch.set_num_threads(max(1, cpus))
         run_dir = self.folder / "train"
@@ -284,7 +278,7 @@ class Trial:
         def on_epoch(trainer: Any, epoch_row: dict[str, Any]) -> None:
             self.row["epochs_done"] = trainer.epoch
             for key in AP_KEYS:
-                self.row[key] = _finite(epoch_row.get(key))
+                self.row[key] = plain_number(epoch_row.get(key))
             self.save()
             reported.append(trainer.epoch)
             _report(self.row, self.ctx)
@@ -300,7 +294,7 @@ class Trial:
             summary = train(config, epoch_callbacks=[on_epoch])
         self.row["epochs_done"] = summary.get("epochs")
         for key in AP_KEYS:
-            self.row[key] = _finite(summary.get("metrics", {}).get(key))
+            self.row[key] = plain_number(summary.get("metrics", {}).get(key))
         if not reported:  # the checkpoint was already at its last epoch
             _report(self.row, self.ctx)
 

@@ -22,7 +22,7 @@ from scaling_lab.train.checkpoint import load_checkpoint
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def _plain_number(value: Any) -> Any:
+def plain_number(value: Any) -> Any:
     """numpy scalars as Python int or float, NaN (no objects of a size) as None: valid JSON."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
@@ -150,5 +150,5 @@ def evaluate_checkpoint(
         "img_size": img,
         "form": "deploy (fused)" if fused else "training (EMA)",
         "epochs_done": ckpt.get("epoch"),  # epochs completed when the checkpoint was written
-        **{k: _plain_number(v) for k, v in metrics.items()},
+        **{k: plain_number(v) for k, v in metrics.items()},
     }
