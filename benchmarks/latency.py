@@ -75,7 +75,7 @@ from torch import nn
 
 import scaling_lab
 from scaling_lab.analyze import latency
-from scaling_lab.build.reparam import reparameterize
+from scaling_lab.nn.reparam import reparameterize
 
 OTHER_CPU_LIMIT = 10.0  # % of the machine other processes may use before a warning
 HAND_WRITTEN_MODEL = "yolov7-tiny"

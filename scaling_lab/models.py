@@ -104,7 +104,7 @@ def create_model(
     ``deploy=True`` builds the fused architecture with fresh weights; to fuse trained
     weights, build the training form and call ``reparameterize`` on it.
     """
-    from scaling_lab.build import build_module
+    from scaling_lab.nn import build_module
 
     layers = get_layer_graph(model, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
     return build_module(layers)

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from scaling_lab.analyze.complexity import count_graph
-from scaling_lab.build import modules
-from scaling_lab.build.fx_build import build_module
-from scaling_lab.build.reparam import reparameterize
+from scaling_lab.nn import modules
+from scaling_lab.nn.fx_build import build_module
+from scaling_lab.nn.reparam import reparameterize
 from scaling_lab.graph.block_graph import BlockGraph
 from scaling_lab.layers.lower import max_stride
 from scaling_lab.layers.plan_repconv import Policy

@@ -713,8 +713,8 @@ def deploy_model(
     ``training``: the same graph unfused (BatchNorm, RepConv branches, implicit knowledge),
     in eval mode, for comparison.
     """
-    from scaling_lab.build import build_module
-    from scaling_lab.build.reparam import reparameterize
+    from scaling_lab.nn import build_module
+    from scaling_lab.nn.reparam import reparameterize
     from scaling_lab.layers.lower import lower
     from scaling_lab.models import get_block_graph
     from scaling_lab.transforms.deploy import drop_aux_heads

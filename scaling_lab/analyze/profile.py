@@ -72,7 +72,7 @@ def profile_graph(graph: LayerGraph, *, model: str, counter: str = "analytic") -
     params, macs = complexity.params, complexity.macs
     if counter != "analytic":
         from scaling_lab.analyze import counters
-        from scaling_lab.build import build_module
+        from scaling_lab.nn import build_module
 
         module = build_module(graph)
         measure = counters.count_thop if counter == "thop" else counters.count_fvcore

@@ -6,14 +6,14 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from scaling_lab.spec.errors import SpecError
+from scaling_lab.errors import UserError
 
 
-class DataError(SpecError):
+class DataError(UserError):
     """A dataset that cannot be used as it is: missing or unreadable files, a malformed
     annotation file, an unknown category id. The message starts with the file at fault.
 
-    A ``SpecError`` (so a ``ValueError``): the CLI prints it as one line and exits 2.
+    A ``UserError``: the CLI prints it as one line and exits 2.
     """
 
     def __init__(self, message: str, *, source: str | Path | None = None, **kwargs) -> None:

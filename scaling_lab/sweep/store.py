@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from scaling_lab.errors import UserError
 from scaling_lab.atomic import atomic_write, atomic_write_text
 
 TERMINAL = ("finished", "failed", "infeasible", "stopped")
@@ -109,5 +110,5 @@ def write_results(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 def read_results(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / "results.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run `lab sweep` first")
+        raise UserError("no results here: run `lab sweep` first", source=str(path))
     return pd.read_csv(path)

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from scaling_lab.atomic import atomic_write
+from scaling_lab.errors import UserError
 
 FORMAT = "scaling_lab.train/1"
 
 
-class CheckpointError(ValueError):
-    """A file that is not a readable scaling_lab training checkpoint."""
+class CheckpointError(UserError):
+    """A file that is not a readable scaling_lab training checkpoint (or is missing)."""
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
@@ -46,13 +47,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         path = path / "weights" / "last.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise CheckpointError("no checkpoint here", source=str(path))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot be read as a checkpoint ({reason})", source=str(path)
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a scaling_lab training checkpoint ({FORMAT})")
+        raise CheckpointError(f"not a scaling_lab training checkpoint ({FORMAT})", source=str(path))
     return ckpt
 
 

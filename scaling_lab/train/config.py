@@ -76,7 +76,7 @@ def scale_loss_gains(hyp: dict, *, n_levels: int, nc: int, img_size: int) -> dic
 
 
 def detect_head(model: nn.Module) -> nn.Module | None:
-    from scaling_lab.build.modules import Detect
+    from scaling_lab.nn.modules import Detect
 
     return next((m for m in model.modules() if isinstance(m, Detect)), None)
 

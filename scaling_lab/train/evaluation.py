@@ -76,7 +76,7 @@ def evaluate_model(
     The evaluator must leave the model's weights as they are (the real one runs fp16 under
     autocast); the model's train/eval mode is restored afterwards.
     """
-    from scaling_lab.build.reparam import reparameterize
+    from scaling_lab.nn.reparam import reparameterize
 
     target = reparameterize(model) if fused else model
     was_training = target.training

@@ -33,6 +33,7 @@ import torch
 import yaml
 from torch import nn
 
+from scaling_lab.errors import UserError
 from scaling_lab.train import ddp
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import (
@@ -531,7 +532,9 @@ def train(
     """Run a fresh training run into ``cfg.out``; returns the ``metrics.json`` content."""
     last = Path(cfg.out) / "weights" / "last.pt"
     if last.exists():
-        raise FileExistsError(f"{cfg.out} already holds a run: resume it or choose another --out")
+        raise UserError(
+            "already holds a run: resume it or choose another --out", source=str(cfg.out)
+        )
     hooks = {"callbacks": callbacks, "epoch_callbacks": epoch_callbacks}
     return Trainer(cfg, backends=backends, **hooks).fit()
 

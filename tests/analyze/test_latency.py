@@ -313,7 +313,7 @@ def test_cuda_graph_and_paper_preset():
 
 @pytest.mark.gpu
 def test_cuda_graph_output_matches_eager():
-    from scaling_lab.build.reparam import reparameterize
+    from scaling_lab.nn.reparam import reparameterize
     from scaling_lab.models import create_model
 
     model = reparameterize(create_model("yolov7-tiny", img_size=320)).cuda()

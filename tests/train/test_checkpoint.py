@@ -54,7 +54,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_load_refuses_other_files(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ck.CheckpointError, match="no checkpoint here"):
         ck.load_checkpoint(tmp_path / "missing.pt")
     torch.save({"model": 1}, tmp_path / "other.pt")
     with pytest.raises(ck.CheckpointError, match="not a scaling_lab training checkpoint"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from scaling_lab import create_model
-from scaling_lab.build.reparam import reparameterize
+from scaling_lab.nn.reparam import reparameterize
 from scaling_lab.train import ModelEMA
 
 

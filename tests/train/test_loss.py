@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scaling_lab import create_model
-from scaling_lab.build.modules import Detect
+from scaling_lab.nn.modules import Detect
 from scaling_lab.layers import layer_graph as lg
 from scaling_lab.train.loss import (
     AUX_ASSIGNERS,

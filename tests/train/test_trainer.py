@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from scaling_lab.cli import main as lab_main
+from scaling_lab.errors import UserError
 from scaling_lab.train.backends import Backends
 from scaling_lab.train.checkpoint import load_checkpoint
 from scaling_lab.train.evaluation import model_from_checkpoint
@@ -178,7 +179,7 @@ def test_amp_tolerates_a_few_overflows(spec_path, tmp_path):
 
 def test_refuses_to_overwrite_a_run_and_restores_global_flags(spec_path, reference_run):
     assert not torch.are_deterministic_algorithms_enabled()  # the runs restored the flag
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a run"):
         train(_config(spec_path, reference_run), backends=fakes.fake_backends())
 
 

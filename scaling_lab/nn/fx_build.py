@@ -12,7 +12,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from scaling_lab.build import modules
+from scaling_lab.nn import modules
 from scaling_lab.layers import layer_graph as lg
 
 

@@ -8,8 +8,8 @@ from torch import nn
 import scaling_lab
 from scaling_lab import count_graph, create_model, get_layer_graph, list_models
 from scaling_lab.analyze.fuse_check import fuse_check, randomize_
-from scaling_lab.build import build_module, modules
-from scaling_lab.build.reparam import (
+from scaling_lab.nn import build_module, modules
+from scaling_lab.nn.reparam import (
     deploy_layer_graph,
     drop_aux_layers,
     fold_implicit,

@@ -21,8 +21,8 @@ from dataclasses import replace
 import torch
 from torch import fx, nn
 
-from scaling_lab.build import modules
-from scaling_lab.build.fx_build import build_module
+from scaling_lab.nn import modules
+from scaling_lab.nn.fx_build import build_module
 from scaling_lab.layers import layer_graph as lg
 from scaling_lab.layers.fuse import fuse_layers
 

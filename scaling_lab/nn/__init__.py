@@ -1,5 +1,5 @@
 """Build: LayerGraph -> torch module with a generated forward (torch.fx GraphModule)."""
 
-from scaling_lab.build.fx_build import build_module
+from scaling_lab.nn.fx_build import build_module
 
 __all__ = ["build_module"]
