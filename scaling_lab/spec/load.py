@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.spec.yaml_lines import LINES_KEY, read_yaml_mapping, strip_lines
 
 TOP_LEVEL_KEYS = {
     "name": "model name",
@@ -59,57 +58,8 @@ class ModelSpec:
     source: str = "<spec>"
 
 
-# libyaml's parser when PyYAML was built with it (10x faster than the pure-Python one)
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _LineLoader(_BaseLoader):
-    """SafeLoader that records mapping line numbers and refuses duplicate keys."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise SpecError(
-                f"duplicate key '{key}' (first at line {seen[key]})", line=line, source=loader.name
-            )
-        seen[key] = line
-    mapping = _BaseLoader.construct_mapping(loader, node, deep=deep)
-    mapping["__lines__"] = seen
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k != "__lines__"}
-    if isinstance(value, list):
-        return [_strip_lines(v) for v in value]
-    return value
-
-
-def _read_yaml(text: str, source: str) -> dict:
-    loader = _LineLoader(text)
-    loader.name = source
-    try:
-        data = loader.get_single_data()
-    except SpecError:
-        raise
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"malformed YAML: {problem}", source=source, line=line) from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise SpecError("a spec must be a YAML mapping with a 'nodes' section", source=source)
-    return data
+def _read_spec_yaml(text: str, source: str) -> dict:
+    return read_yaml_mapping(text, source, "a spec (with a 'nodes' section)")
 
 
 def _parse_inputs(raw: Any, name: str, source: str, line: int | None) -> tuple[str, ...] | None:
@@ -146,7 +96,7 @@ def _parse_node(name: Any, body: Any, line: int | None, source: str) -> NodeSpec
         raise SpecError("missing block type", source=source, node=name, field="type", line=line)
     inputs = _parse_inputs(body.get("from"), name, source, line)
     fields = {
-        k: _strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, "__lines__")
+        k: strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, LINES_KEY)
     }
     return NodeSpec(name=name, type=block_type, inputs=inputs, fields=fields, line=line)
 
@@ -158,7 +108,7 @@ def _positive_int(data: dict, key: str, default: int, source: str) -> int:
             f"must be a positive integer, got {value!r}",
             source=source,
             field=key,
-            line=data["__lines__"].get(key),
+            line=data[LINES_KEY].get(key),
         )
     return value
 
@@ -186,7 +136,7 @@ def _parse_anchors(raw: Any, source: str, line: int | None) -> tuple[tuple[float
 def _parse_repconv(raw: Any, source: str, line: int | None) -> str | dict[str, str] | None:
     if raw is None or isinstance(raw, str):
         return raw
-    raw = _strip_lines(raw)
+    raw = strip_lines(raw)
     if isinstance(raw, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
     ):
@@ -202,9 +152,9 @@ def _parse_repconv(raw: Any, source: str, line: int | None) -> str | dict[str, s
 
 def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
     """Parse spec text; ``source`` is only used to name the file in errors."""
-    data = _read_yaml(text, source)
-    lines = data["__lines__"]
-    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS) - {"__lines__"})
+    data = _read_spec_yaml(text, source)
+    lines = data[LINES_KEY]
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS) - {LINES_KEY})
     if unknown:
         raise SpecError(
             f"unknown top-level key (known: {', '.join(TOP_LEVEL_KEYS)})",
@@ -215,11 +165,11 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, dict) or len(raw_nodes) <= 1:
         raise SpecError("must be a mapping of node name -> fields", source=source, field="nodes")
-    node_lines = raw_nodes["__lines__"]
+    node_lines = raw_nodes[LINES_KEY]
     nodes = tuple(
         _parse_node(name, body, node_lines.get(name), source)
         for name, body in raw_nodes.items()
-        if name != "__lines__"
+        if name != LINES_KEY
     )
     return ModelSpec(
         name=str(data.get("name") or Path(source).stem),
@@ -231,7 +181,7 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
         anchors=_parse_anchors(data.get("anchors"), source, lines.get("anchors")),
         description=str(data.get("description", "")),
         family=str(data.get("family", "")),
-        reference=_strip_lines(data.get("reference") or {}),
+        reference=strip_lines(data.get("reference") or {}),
         repconv=_parse_repconv(data.get("repconv"), source, lines.get("repconv")),
         source=source,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.spec.load import _read_yaml, _strip_lines
+from scaling_lab.spec.yaml_lines import read_yaml_mapping, strip_lines
 from scaling_lab.sweep.materialize import matching_nodes, materialize, split_overrides
 from scaling_lab.sweep.space import Constraint, Distribution, parse_constraint, parse_distribution
 
@@ -193,7 +193,7 @@ def _parse_train(raw: Any, source: str, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise SpecError("must be a mapping of training settings", source=source, field=where)
-    data = _strip_lines(raw)
+    data = strip_lines(raw)
     allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "out"}
     for key in data:
         if key not in allowed:
@@ -218,7 +218,7 @@ def _parse_resources(raw: Any, source: str) -> dict[str, float]:
         return out
     if not isinstance(raw, dict):
         raise SpecError("must be a mapping {cpu: N, gpu: N}", source=source, field="resources")
-    for key, value in _strip_lines(raw).items():
+    for key, value in strip_lines(raw).items():
         if key not in out:
             raise SpecError(
                 f"unknown resource '{key}' (known: cpu, gpu)", source=source, field="resources"
@@ -249,7 +249,7 @@ def _parse_scheduler(raw: Any, source: str) -> dict[str, Any] | None:
         "mode": "max",
         "grace_period": 1,
         "reduction_factor": 2,
-        **_strip_lines(raw),
+        **strip_lines(raw),
     }
     if data["type"] != "asha":
         raise SpecError(
@@ -293,14 +293,14 @@ def _parse_variants(raw: Any, source: str) -> tuple[Variant, ...]:
         if label in seen:
             raise SpecError(f"duplicate label '{label}'", source=source, field=where)
         seen.add(label)
-        overrides = _strip_lines(item.get("overrides") or {})
+        overrides = strip_lines(item.get("overrides") or {})
         if not isinstance(overrides, dict):
             raise SpecError("must be a mapping", source=source, field=f"{where}.overrides")
         if "repconv" in item:
-            overrides = {**overrides, "repconv": _strip_lines(item["repconv"])}
-        for key, value in _strip_lines(item.get("train") or {}).items():
+            overrides = {**overrides, "repconv": strip_lines(item["repconv"])}
+        for key, value in strip_lines(item.get("train") or {}).items():
             overrides[f"train.{key}"] = value
-        scale_args = _strip_lines(item.get("scale"))
+        scale_args = strip_lines(item.get("scale"))
         if scale_args is not None and not isinstance(scale_args, dict):
             raise SpecError("must be a mapping", source=source, field=f"{where}.scale")
         model = item.get("model")
@@ -331,11 +331,11 @@ def _parse_search(raw: Any, source: str, base_dir: Path) -> tuple[Search, tuple[
         if not space_path.is_file():
             raise SpecError(f"no such search space file: {space_raw}", source=source, field="space")
         space_source = str(space_path)
-        data = _read_yaml(space_path.read_text(), space_source)
+        data = read_yaml_mapping(space_path.read_text(), space_source, "a search space")
         _check_keys(data, {"params", "constraints", "description"}, space_source, "search space")
         space_raw = data.get("params")
         constraints_raw += list(data.get("constraints") or [])
-    if not isinstance(space_raw, dict) or not _strip_lines(space_raw):
+    if not isinstance(space_raw, dict) or not strip_lines(space_raw):
         raise SpecError(
             "the search space needs a mapping of parameters", source=space_source, field="params"
         )
@@ -347,7 +347,7 @@ def _parse_search(raw: Any, source: str, base_dir: Path) -> tuple[Search, tuple[
     trials = raw.get("trials", 10)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise SpecError(f"must be an integer >= 1, got {trials!r}", source=source, field="trials")
-    objectives_raw = _strip_lines(raw.get("objectives"))
+    objectives_raw = strip_lines(raw.get("objectives"))
     if not isinstance(objectives_raw, dict) or not objectives_raw:
         raise SpecError(
             "a search needs 'objectives' such as {AP: max, latency: min}",
@@ -407,11 +407,11 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
             + ("both" if has_variants else "neither"),
             source=source,
         )
-    metrics = _parse_metrics(_strip_lines(data.get("metrics")), source)
+    metrics = _parse_metrics(strip_lines(data.get("metrics")), source)
     form = data.get("form", "deploy")
     if form not in ("deploy", "training"):
         raise SpecError(f"must be deploy or training, got {form!r}", source=source, field="form")
-    latency = _strip_lines(data.get("latency") or {})
+    latency = strip_lines(data.get("latency") or {})
     if not isinstance(latency, dict):
         raise SpecError("must be a mapping", source=source, field="latency")
     _check_keys(latency, LATENCY_KEYS, source, "latency")
@@ -491,7 +491,7 @@ def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experimen
     if not path.is_file():
         raise SpecError("no such experiment file", source=str(path))
     source = str(path)
-    data = _read_yaml(path.read_text(), source)
+    data = read_yaml_mapping(path.read_text(), source, "an experiment")
     experiment = parse_experiment(data, source=source, base_dir=path.parent, stem=path.stem)
     _check_references(experiment)
     if check_graphs:
