@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from scaling_lab.analyze.complexity import count_graph
-from scaling_lab.nn import modules
-from scaling_lab.nn.fx_build import build_module
-from scaling_lab.nn.reparam import reparameterize
 from scaling_lab.graph.block_graph import BlockGraph
-from scaling_lab.layers.lower import max_stride
+from scaling_lab.graph.lower import max_stride
 from scaling_lab.layers.plan_repconv import Policy
 from scaling_lab.models import get_block_graph, get_layer_graph
+from scaling_lab.nn.fx_build import build_module
+from scaling_lab.nn.reparam import reparameterize
+from scaling_lab.ops import modules
 
 REL_TOL = 1e-4  # max |fused - training| / max |training output| that passes
 _MIN_SIZE = 160  # default check size: small enough for a CPU, at least 4 cells at max stride

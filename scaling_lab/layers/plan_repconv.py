@@ -20,13 +20,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
+from scaling_lab.ops.base import Op
+from scaling_lab.ops.conv import Conv, RepConv
 from scaling_lab.spec.errors import SpecError
 
 POLICIES = ("none", "all", "planned")
 PLACEMENTS = ("conv", "repconv", "repconvn", "planned", "all")
 _AS_MAPPING = {"none": "conv", "all": "all", "planned": "planned"}
-_JOINS = (lg.Add, lg.Concat, lg.GroupConcat)
 
 Policy = str | Mapping[str, str]
 
@@ -63,29 +64,25 @@ def _as_mapping(policy: Policy) -> Mapping[str, str]:
     return policy
 
 
-def eligible(layer: lg.Layer) -> bool:
+def eligible(layer: Layer) -> bool:
     """A training-form conv with an odd kernel >= 3, or an existing RepConv."""
     op = layer.op
-    if isinstance(op, lg.RepConv):
+    if isinstance(op, RepConv):
         return True
-    return isinstance(op, lg.Conv) and op.bn and op.k >= 3 and op.k % 2 == 1
+    return isinstance(op, Conv) and op.bn and op.k >= 3 and op.k % 2 == 1
 
 
-def feeds_join(layer: lg.Layer, consumers: Mapping[str, list[lg.Layer]]) -> bool:
+def feeds_join(layer: Layer, consumers: Mapping[str, list[Layer]]) -> bool:
     """Is this layer's output consumed by a residual add or a concatenation?"""
-    return any(isinstance(c.op, _JOINS) for c in consumers.get(layer.name, []))
+    return any(c.op.joins_paths for c in consumers.get(layer.name, []))
 
 
-def _shapes_allow_identity(op: lg.Conv | lg.RepConv) -> bool:
-    return op.c_in == op.c_out and op.s == 1
-
-
-def _place(layer: lg.Layer, placement: str, joins: bool, pattern: str) -> lg.Op:
+def _place(layer: Layer, placement: str, joins: bool, pattern: str) -> Op:
     op = layer.op
-    assert isinstance(op, (lg.Conv, lg.RepConv))
+    assert isinstance(op, (Conv, RepConv))
     if placement == "conv":
-        return lg.Conv(op.c_in, op.c_out, op.k, op.s, op.k // 2, op.groups, op.act)
-    identity = _shapes_allow_identity(op)
+        return Conv(op.c_in, op.c_out, op.k, op.s, op.k // 2, op.groups, op.act)
+    identity = op.c_in == op.c_out and op.s == 1
     if placement == "repconv" and not identity:
         raise SpecError(
             f"position '{pattern}': '{layer.name}' cannot have an identity branch "
@@ -94,10 +91,10 @@ def _place(layer: lg.Layer, placement: str, joins: bool, pattern: str) -> lg.Op:
         )
     if placement == "repconvn" or (placement == "planned" and joins):
         identity = False
-    return lg.RepConv(op.c_in, op.c_out, op.k, op.s, op.groups, op.act, identity)
+    return RepConv(op.c_in, op.c_out, op.k, op.s, op.groups, op.act, identity)
 
 
-def plan_repconv(graph: lg.LayerGraph, policy: Policy | None) -> lg.LayerGraph:
+def plan_repconv(graph: LayerGraph, policy: Policy | None) -> LayerGraph:
     """Place RepConv / RepConvN / plain convs by ``policy``; None keeps the graph as written."""
     if policy is None:
         return graph
@@ -107,17 +104,17 @@ def plan_repconv(graph: lg.LayerGraph, policy: Policy | None) -> lg.LayerGraph:
         )
     consumers = graph.consumers()
     candidates = [layer for layer in graph if eligible(layer)]
-    ops: dict[str, lg.Op] = {}
+    placed: dict[str, Op] = {}
     for pattern, placement in _as_mapping(policy).items():
         matched = [layer for layer in candidates if fnmatch.fnmatchcase(layer.name, pattern)]
         if not matched:
             raise SpecError(_no_match(pattern, candidates), field="repconv")
         for layer in matched:
-            ops[layer.name] = _place(layer, placement, feeds_join(layer, consumers), pattern)
-    return graph.replace_ops(ops)
+            placed[layer.name] = _place(layer, placement, feeds_join(layer, consumers), pattern)
+    return graph.replace_ops(placed)
 
 
-def _no_match(pattern: str, candidates: list[lg.Layer]) -> str:
+def _no_match(pattern: str, candidates: list[Layer]) -> str:
     node = pattern.split(".", 1)[0]
     near = [c.name for c in candidates if c.node == node] or [c.name for c in candidates[:8]]
     return (
@@ -126,11 +123,11 @@ def _no_match(pattern: str, candidates: list[lg.Layer]) -> str:
     )
 
 
-def repconv_summary(graph: lg.LayerGraph) -> dict[str, int]:
+def repconv_summary(graph: LayerGraph) -> dict[str, int]:
     """How many RepConv (with identity), RepConvN and plain 3x3 convs the graph has."""
     counts = {"repconv": 0, "repconvn": 0, "conv3x3": 0}
     for layer in graph:
-        if isinstance(layer.op, lg.RepConv):
+        if isinstance(layer.op, RepConv):
             counts["repconv" if layer.op.identity else "repconvn"] += 1
         elif eligible(layer):
             counts["conv3x3"] += 1

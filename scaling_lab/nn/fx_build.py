@@ -1,50 +1,32 @@
 """Generate a torch.fx GraphModule from a LayerGraph.
 
 The forward is generated Python code (``model.code`` shows it): a straight line of module
-calls and ``torch.cat``s, with no per-call interpretation of the graph, so it runs as fast
-as a hand-written module.
+calls and functions, with no per-call interpretation of the graph, so it runs as fast as a
+hand-written module. Each op gives its own torch form (``Op.build``).
 """
 
 from __future__ import annotations
 
-import operator
-
-import torch
 from torch import fx, nn
 
-from scaling_lab.nn import modules
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
+from scaling_lab.ops.base import TorchCall
 
 
 def _emit(
-    graph: fx.Graph, layer: lg.Layer, args: list[fx.Node], submodules: dict[str, nn.Module]
+    graph: fx.Graph, layer: Layer, args: list[fx.Node], submodules: dict[str, nn.Module]
 ) -> fx.Node:
-    op = layer.op
-    module = modules.make_module(op)
-    if module is not None:
-        submodules[layer.name] = module
-        call_args = (args,) if isinstance(op, (lg.Detect, lg.Outputs)) else tuple(args)
+    form = layer.op.build()
+    call_args = (args,) if layer.op.takes_list else tuple(args)
+    if isinstance(form, nn.Module):
+        submodules[layer.name] = form
         return graph.call_module(layer.name, call_args)
-    if isinstance(op, lg.Concat):
-        return graph.call_function(torch.cat, (args, 1))
-    if isinstance(op, lg.GroupConcat):
-        return graph.call_function(modules.group_concat, (args, op.groups))
-    if isinstance(op, lg.Merge):
-        return graph.call_function(modules.merge_groups, (args[0], op.groups))
-    if isinstance(op, lg.Reorg):
-        return graph.call_function(modules.reorg, (args[0],))
-    if isinstance(op, lg.Chunk):
-        return graph.call_function(modules.chunk, (args[0], op.groups, op.index))
-    if isinstance(op, lg.GlobalAvgPool):
-        return graph.call_function(modules.global_avg_pool, (args[0],))
-    if isinstance(op, lg.Mul):
-        return graph.call_function(operator.mul, (args[0], args[1]))
-    if isinstance(op, lg.Add):
-        out = args[0]
-        for arg in args[1:]:
-            out = graph.call_function(operator.add, (out, arg))
-        return out
-    raise TypeError(f"build: no module for op {type(op).__name__} (layer '{layer.name}')")
+    if isinstance(form, TorchCall):
+        return graph.call_function(form.fn, (*call_args, *form.args))
+    raise TypeError(
+        f"build: op {type(layer.op).__name__} of layer '{layer.name}' gave {form!r}, "
+        "not an nn.Module or a TorchCall"
+    )
 
 
 def _class_name(name: str) -> str:
@@ -52,7 +34,7 @@ def _class_name(name: str) -> str:
     return cleaned if cleaned[:1].isalpha() else f"Model_{cleaned}"
 
 
-def build_module(graph: lg.LayerGraph) -> fx.GraphModule:
+def build_module(graph: LayerGraph) -> fx.GraphModule:
     """Build the LayerGraph as a module; parameter names follow layer names."""
     fx_graph = fx.Graph()
     env: dict[str, fx.Node] = {"input": fx_graph.placeholder("x")}

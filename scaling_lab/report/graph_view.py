@@ -5,13 +5,14 @@ from __future__ import annotations
 from scaling_lab.analyze.complexity import count_graph
 from scaling_lab.graph.block_graph import BlockGraph
 from scaling_lab.graph.registry import cfg_fields
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
+from scaling_lab.ops.conv import RepConv
 
 
-def _placements(layers: list[lg.Layer]) -> str:
+def _placements(layers: list[Layer]) -> str:
     marks = []
     for layer in layers:
-        if isinstance(layer.op, lg.RepConv):
+        if isinstance(layer.op, RepConv):
             short = layer.name.rsplit(".", 1)[-1]
             marks.append(f"{short}:{'RepConv' if layer.op.identity else 'RepConvN'}")
     return " ".join(marks)
@@ -21,10 +22,10 @@ def _fields(node) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg_fields(node.cfg).items())
 
 
-def render_graph(blocks: BlockGraph, layers: lg.LayerGraph) -> str:
+def render_graph(blocks: BlockGraph, layers: LayerGraph) -> str:
     """One line per node: name, type [role], inputs, output shape, params, RepConv marks."""
     counts = {c.name: c for c in count_graph(layers).per_layer}
-    by_node: dict[str, list[lg.Layer]] = {}
+    by_node: dict[str, list[Layer]] = {}
     for layer in layers:
         by_node.setdefault(layer.node, []).append(layer)
     header = f"{'node':<12} {'type':<22} {'from':<18} {'out (c x h x w /s)':<22} {'params':>11}"

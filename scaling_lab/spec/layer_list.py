@@ -25,7 +25,7 @@ import yaml
 
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.layer_modules import (
-    ACTIVATIONS,
+    ACTIVATION_BY_TEXT,
     DEFAULT_ACT,
     IMAGE,
     MODULES,
@@ -241,7 +241,7 @@ def import_layer_list(text: str, source: str = "<config>", name: str | None = No
     _check_anchors(anchors, source)
     act = DEFAULT_ACT
     if "activation" in data:  # later YOLOv5 configs set Conv's default activation
-        act = ACTIVATIONS.get(str(data["activation"]).replace(" ", ""))
+        act = ACTIVATION_BY_TEXT.get(str(data["activation"]).replace(" ", ""))
         if act is None:
             raise SpecError(
                 f"unsupported activation {data['activation']!r}", source=source, field="activation"

@@ -13,20 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scaling_lab.spec.activations import ACTIVATIONS, module_text
 from scaling_lab.spec.errors import SpecError
 
 IMAGE = "input"  # the spec's name for the image
 DEFAULT_ACT = "silu"  # Conv's activation in YOLOv5 r6.x and YOLOv7
 
-ACTIVATIONS = {
-    "nn.SiLU()": "silu",
-    "nn.LeakyReLU(0.1)": "leaky_relu",
-    "nn.ReLU()": "relu",
-    "nn.Hardswish()": "hardswish",
-    "nn.Mish()": "mish",
-    "nn.Sigmoid()": "sigmoid",
-    "nn.Identity()": "identity",
-}
+# how layer-list configs write each activation -> our name
+ACTIVATION_BY_TEXT = {module_text(name): name for name in ACTIVATIONS}
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -168,11 +162,11 @@ def _act(layer: Layer, args: dict, source: str) -> str | None:
         return None  # the model's default
     if value is False:
         return "identity"
-    if isinstance(value, str) and value.replace(" ", "") in ACTIVATIONS:
-        return ACTIVATIONS[value.replace(" ", "")]
+    if isinstance(value, str) and value.replace(" ", "") in ACTIVATION_BY_TEXT:
+        return ACTIVATION_BY_TEXT[value.replace(" ", "")]
     raise layer_error(
         layer,
-        f"unsupported activation {value!r} (known: True, False, {', '.join(ACTIVATIONS)})",
+        f"unsupported activation {value!r} (known: True, False, {', '.join(ACTIVATION_BY_TEXT)})",
         source,
     )
 

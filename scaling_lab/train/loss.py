@@ -72,7 +72,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from scaling_lab.nn.modules import Detect
+from scaling_lab.ops.modules import Detect
 from scaling_lab.train.assign import COARSE, FINE, Assignment, AssignRule, assign, union
 from scaling_lab.train.box_ops import box_ciou
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from scaling_lab import count_graph, dump_spec, get_layer_graph, parse_spec
+from scaling_lab import count_graph, dump_spec, get_layer_graph, ops, parse_spec
 from scaling_lab.graph.block_graph import build_block_graph
-from scaling_lab.layers import layer_graph as lg
 from scaling_lab.layers.plan_repconv import feeds_join, parse_policy, repconv_summary
 from scaling_lab.spec import SpecError
 from tests.conftest import graph_from
@@ -21,7 +20,7 @@ nodes:
 
 
 def _repconvs(layers):
-    return [layer for layer in layers if isinstance(layer.op, lg.RepConv)]
+    return [layer for layer in layers if isinstance(layer.op, ops.RepConv)]
 
 
 def _block(layers, node):

@@ -6,20 +6,14 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 import scaling_lab
-from scaling_lab import count_graph, create_model, get_layer_graph, list_models
+from scaling_lab import count_graph, create_model, get_layer_graph, list_models, ops
 from scaling_lab.analyze.fuse_check import fuse_check, randomize_
-from scaling_lab.nn import build_module, modules
-from scaling_lab.nn.reparam import (
-    deploy_layer_graph,
-    drop_aux_layers,
-    fold_implicit,
-    fuse_conv_bn,
-    fuse_repconv,
-    identity_kernel,
-    reparameterize,
-)
-from scaling_lab.layers import layer_graph as lg
-from scaling_lab.layers.lower import max_stride
+from scaling_lab.graph.lower import max_stride
+from scaling_lab.layers.fuse import deploy_layer_graph, drop_aux_layers
+from scaling_lab.nn import build_module
+from scaling_lab.nn.reparam import reparameterize
+from scaling_lab.ops import modules
+from scaling_lab.ops.fusion import fold_implicit, fuse_conv_bn, fuse_repconv, identity_kernel
 from tests.conftest import graph_from
 
 P6 = {"yolov7-w6", "yolov7-e6", "yolov7-d6", "yolov7-e6e"}
@@ -108,7 +102,7 @@ def test_fuse_repconv_matches_three_branches(identity, groups, s, k):
 
 def test_fuse_repconv_on_the_module_class():
     gen = torch.Generator().manual_seed(3)
-    op = lg.RepConv(16, 16, 3, 1, groups=4, act="silu", identity=True)
+    op = ops.RepConv(16, 16, 3, 1, groups=4, act="silu", identity=True)
     module = randomize_(modules.RepConv(op), gen).double().eval()
     x = torch.randn(1, 16, 7, 7, generator=gen, dtype=torch.float64)
     w, b = fuse_repconv(

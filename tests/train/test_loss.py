@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from scaling_lab import create_model
-from scaling_lab.nn.modules import Detect
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab import create_model, ops
+from scaling_lab.ops.modules import Detect
 from scaling_lab.train.loss import (
     AUX_ASSIGNERS,
     YoloV7Loss,
@@ -71,7 +70,7 @@ def _one_thread():
 
 def _head(nc=2, anchor=16.0, aux=False):
     """A one-level, one-anchor head (stride 8) for hand-built maps."""
-    op = lg.Detect(
+    op = ops.Detect(
         nc=nc,
         anchors=((anchor, anchor),),
         strides=(8,),

@@ -143,16 +143,11 @@ def lower_mp_down(cfg: MpDownCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
 
 
 @dataclass(frozen=True)
-class DownCCfg:
-    """DownC (E6, D6, E6E): [1x1 at input width -> 3x3 stride 2] and [maxpool -> 1x1], concat."""
+class DownCCfg(MpDownCfg):
+    """DownC (E6, D6, E6E): [1x1 at input width -> 3x3 stride 2] and [maxpool -> 1x1], concat.
 
-    c: int = field(metadata={"scale": "width"})  # output channels (each branch has c / 2)
-    k: int = 2
-
-    def check(self) -> None:
-        check_positive(self, "c", "k")
-        if self.c % 2:
-            raise FieldError("c", f"must be even (two branches of c/2), got {self.c}")
+    The same fields as ``mp_down``; only the branch order and the first 1x1's width differ.
+    """
 
 
 @register_block("downc", DownCCfg, role="transition")

@@ -1,4 +1,4 @@
-"""Torch modules for the LayerGraph's ops; the generated forward wires them together."""
+"""The torch forms of the primitive ops (imported when a model is built, never to count it)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,31 @@ import math
 import torch
 from torch import nn
 
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab.ops import conv as conv_ops
+from scaling_lab.ops import head as head_ops
+from scaling_lab.spec.activations import make_activation
 
 BN_EPS = 1e-3  # the reference recipe's BatchNorm settings
 BN_MOMENTUM = 0.03
-
-
-def make_act(name: str) -> nn.Module:
-    acts = {
-        "silu": lambda: nn.SiLU(inplace=True),
-        "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),
-        "relu": lambda: nn.ReLU(inplace=True),
-        "hardswish": lambda: nn.Hardswish(inplace=True),
-        "mish": lambda: nn.Mish(inplace=True),
-        "sigmoid": nn.Sigmoid,
-        "hardsigmoid": nn.Hardsigmoid,
-        "identity": nn.Identity,
-    }
-    return acts[name]()
 
 
 def make_bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
+def bn_act(channels: int, act: str) -> nn.Sequential:
+    """A standalone BatchNorm + activation (after CSP's concat)."""
+    return nn.Sequential(make_bn(channels), make_activation(act))
+
+
 class ConvBNAct(nn.Module):
     """Conv2d -> BatchNorm (training form) or bias (fused form) -> activation."""
 
-    def __init__(self, op: lg.Conv) -> None:
+    def __init__(self, op: conv_ops.Conv) -> None:
         super().__init__()
         self.conv = nn.Conv2d(op.c_in, op.c_out, op.k, op.s, op.p, groups=op.groups, bias=op.bias)
         self.bn = make_bn(op.c_out) if op.bn else nn.Identity()
-        self.act = make_act(op.act)
+        self.act = make_activation(op.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -47,7 +40,7 @@ class ConvBNAct(nn.Module):
 class RepConv(nn.Module):
     """Training-form RepConv: act(BN(conv kxk) + BN(conv 1x1) [+ BN(x)]), §4.1."""
 
-    def __init__(self, op: lg.RepConv) -> None:
+    def __init__(self, op: conv_ops.RepConv) -> None:
         super().__init__()
         self.dense = nn.Sequential(
             nn.Conv2d(op.c_in, op.c_out, op.k, op.s, op.k // 2, groups=op.groups, bias=False),
@@ -58,7 +51,7 @@ class RepConv(nn.Module):
             make_bn(op.c_out),
         )
         self.identity = make_bn(op.c_in) if op.identity else None
-        self.act = make_act(op.act)
+        self.act = make_activation(op.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dense(x) + self.point(x)
@@ -94,7 +87,7 @@ class Detect(nn.Module):
     auxiliary ones. Eval: decoded boxes (B, N, 5 + nc): xywh in input pixels, objectness and
     class scores after sigmoid (auxiliary convs are not run)."""
 
-    def __init__(self, op: lg.Detect) -> None:
+    def __init__(self, op: head_ops.Detect) -> None:
         super().__init__()
         self.nc, self.n_levels = op.nc, len(op.c_ins)
         self.n_anchors, self.n_outputs = op.n_anchors, op.n_outputs
@@ -189,20 +182,9 @@ def merge_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
     return out
 
 
-def make_module(op: lg.Op) -> nn.Module | None:
-    """The module for an op, or None when the op is a plain function in the forward."""
-    if isinstance(op, lg.Conv):
-        return ConvBNAct(op)
-    if isinstance(op, lg.RepConv):
-        return RepConv(op)
-    if isinstance(op, lg.BatchNormAct):
-        return nn.Sequential(make_bn(op.c), make_act(op.act))
-    if isinstance(op, lg.MaxPool):
-        return nn.MaxPool2d(op.k, op.s, op.p)
-    if isinstance(op, lg.Upsample):
-        return nn.Upsample(scale_factor=op.scale, mode=op.mode)
-    if isinstance(op, lg.Detect):
-        return Detect(op)
-    if isinstance(op, lg.Outputs):
-        return Outputs()
-    return None
+def add_all(*xs: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of the inputs (a residual shortcut adds two)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from scaling_lab.graph.block_graph import INPUT, BlockGraph
-from scaling_lab.layers.builder import LayerBuilder, ModelSettings, Port
-from scaling_lab.layers.layer_graph import LayerGraph, Shape
+from scaling_lab.layers.builder import LayerBuilder
+from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.plan_repconv import plan_repconv
+from scaling_lab.ops.base import Port, Shape
 from scaling_lab.spec.errors import SpecError
 
 _PROBE_SIZE = 4096  # divisible by every stride a detector uses; finds the graph's max stride
 
 
 def _lower_at(graph: BlockGraph, img_size: int) -> LayerGraph:
-    settings = ModelSettings(nc=graph.nc, act=graph.act, anchors=graph.anchors)
-    lb = LayerBuilder(settings)
+    lb = LayerBuilder(graph.settings)
     image = Shape(graph.channels, img_size, img_size, 1)
     ports: dict[str, Port] = {INPUT: Port(INPUT, image)}
     for node in graph.nodes:

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from scaling_lab import create_model, get_layer_graph, lower
-from scaling_lab.layers import layer_graph as lg
+from scaling_lab import create_model, get_layer_graph, lower, ops
 from scaling_lab.spec import SpecError
 from tests.conftest import graph_from
 
@@ -22,7 +21,7 @@ def test_inferred_shapes_equal_traced_shapes(tiny_graph):
         model(torch.zeros(1, 3, 64, 64))
     checked = 0
     for layer in layers:
-        if layer.name in seen and not isinstance(layer.op, lg.Detect):
+        if layer.name in seen and not isinstance(layer.op, ops.Detect):
             assert tuple(seen[layer.name].shape[1:]) == (
                 layer.shape.c,
                 layer.shape.h,

@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaling_lab.cli.args import add_switch, pick
+
+
+def _write_report(experiment, reports: str, formats: str) -> None:
+    from scaling_lab.sweep.report import parse_formats, write_sweep_report
+
+    for path in write_sweep_report(experiment, reports=reports, formats=parse_formats(formats)):
+        print(path)
+
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from scaling_lab.sweep.experiment import load_experiment
@@ -13,15 +22,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     frame = run_sweep(
         experiment,
-        profile_only=args.profile_only,
-        address=args.address,
-        storage=args.storage,
-        reports=args.reports,
-        resume=args.resume,
-        budget=args.budget,
-        retry_failed=args.retry_failed,
-        num_cpus=args.num_cpus,
         verbose=0 if args.quiet else 1,
+        **pick(
+            args,
+            "profile_only",
+            "address",
+            "storage",
+            "reports",
+            "resume",
+            "budget",
+            "retry_failed",
+            "num_cpus",
+        ),
     )
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -34,35 +46,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_report(experiment, reports: str, formats: str) -> None:
-    from scaling_lab.sweep.report import parse_formats, write_sweep_report
-
-    for path in write_sweep_report(experiment, reports=reports, formats=parse_formats(formats)):
-        print(path)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from scaling_lab.spec.errors import SpecError
     from scaling_lab.sweep.experiment import load_experiment
 
     experiment = load_experiment(args.experiment, check_graphs=False)
-    try:
-        _write_report(experiment, args.reports, args.format)
-    except FileNotFoundError as exc:
-        raise SpecError(str(exc), source=args.experiment) from None
+    _write_report(experiment, args.reports, args.format)
     return 0
 
 
-def add_sweep_commands(sub) -> None:
+def add_commands(sub) -> None:
+    """``lab sweep`` and ``lab report``."""
     sweep = sub.add_parser(
         "sweep", help="run an experiment's trials with Ray Tune (grid or Optuna search)"
     )
     sweep.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment spec")
-    sweep.add_argument(
-        "--profile-only",
-        action="store_true",
-        help="count params / FLOPs (and latency); no training",
-    )
+    add_switch(sweep, "--profile-only", "count params / FLOPs (and latency); no training")
     sweep.add_argument(
         "--address", help="a running Ray cluster (default: start Ray embedded on this machine)"
     )
@@ -70,14 +68,12 @@ def add_sweep_commands(sub) -> None:
         "--storage", default="runs/sweeps", help="trial folders, checkpoints, Optuna study"
     )
     sweep.add_argument("--reports", default="reports", help="results and report folder root")
-    sweep.add_argument(
-        "--resume", action="store_true", help="finish a killed sweep: finished trials are kept"
-    )
-    sweep.add_argument("--retry-failed", action="store_true", help="with --resume: rerun failures")
+    add_switch(sweep, "--resume", "finish a killed sweep: finished trials are kept")
+    add_switch(sweep, "--retry-failed", "with --resume: rerun failures")
     sweep.add_argument("--budget", help="a named training budget of the experiment (e.g. paper)")
     sweep.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    sweep.add_argument("--no-report", action="store_true", help="skip writing the report")
-    sweep.add_argument("--quiet", action="store_true", help="no Ray Tune progress table")
+    add_switch(sweep, "--no-report", "skip writing the report")
+    add_switch(sweep, "--quiet", "no Ray Tune progress table")
     sweep.set_defaults(func=_cmd_sweep)
 
     report = sub.add_parser("report", help="paper-style tables and plots of a sweep's results")

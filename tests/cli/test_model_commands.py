@@ -1,22 +1,12 @@
-"""The `lab` command: JSON output, the zoo report, and one-line errors with exit code 2."""
+"""`lab zoo`, `blocks`, `profile`, `show` and `fuse-check`: JSON output, tables, transforms."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from scaling_lab import list_models
 from scaling_lab.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_lab(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "lab.py"), *args], capture_output=True, text=True, cwd=cwd
-    )
+from tests.cli import ROOT, run_lab
 
 
 def test_profile_json_has_context_and_counts(capsys):
@@ -97,40 +87,6 @@ def test_profile_zoo_writes_tables(tmp_path):
     assert len(csv.strip().splitlines()) == 1 + len(list_models())
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["profile", "yolov8"], "unknown model 'yolov8' (did you mean"),
-        (
-            ["profile", "yolov7", "--img", "650"],
-            "input size 650 is not divisible by the model's max stride 32",
-        ),
-        (["profile", "yolov7", "--img", "-3"], "argument --img: expected a positive integer"),
-        (["profile", "yolov7", "--counter", "ptflops"], "argument --counter: invalid choice"),
-        (["profile", "yolov7", "--bogus"], "unrecognized arguments: --bogus"),
-        (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["profile", "missing/spec.yaml"], "missing/spec.yaml: cannot read spec file"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2(args, message):
-    result = run_lab(*args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
-
-
-def test_bad_spec_file_is_one_line_exit_2(tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text("nodes:\n  a: {type: conv, c: 8}\n  b: {type: concat, from: [a, zz]}\n")
-    result = run_lab("profile", str(spec))
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"lab profile: error: {spec}:3: node 'b': field 'from': "
-        "unknown input 'zz' (known: input, a, b)"
-    )
-
-
 def test_blocks_lists_types_with_fields(capsys):
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
@@ -200,28 +156,6 @@ def test_show_marks_repconvs_and_dump_round_trips(capsys, tmp_path):
     assert main(["profile", str(dumped), "--deploy", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert abs(data["params"] / 1e6 - 69.3) <= 0.05
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["profile", "yolov7", "--scale-mode", "compound", "--depth", "0"],
-            "argument 'depth' must be > 0",
-        ),
-        (
-            ["profile", "yolov7", "--scale-mode", "width", "--width", "-1"],
-            "argument 'width' must be > 0",
-        ),
-        (["profile", "yolov7", "--depth", "2"], "--depth/--width need --scale-mode"),
-        (["show", "yolov7", "--repconv", "elan9.cv3=repconv"], "position 'elan9.cv3' names no"),
-        (["show", "yolov7", "--repconv", "sometimes"], "unknown RepConv policy 'sometimes'"),
-    ],
-)
-def test_bad_transforms_are_one_line_errors(args, message):
-    result = run_lab(*args)
-    assert result.returncode == 2 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_fuse_check_json(capsys):

@@ -1,0 +1,143 @@
+"""Argument helpers shared by the command groups: the parser class, types, model and
+protocol flags, and the graph / latency they describe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from scaling_lab.spec.errors import SpecError
+
+if TYPE_CHECKING:  # the heavy modules load only when a command runs
+    from scaling_lab.analyze.latency import LatencyResult
+    from scaling_lab.graph.block_graph import BlockGraph
+
+EXIT_USAGE = 2
+JSON_HELP = "print one JSON object"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1, refused in argparse's own one-line form otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags whose names are also the keyword names of the library call they feed."""
+    return {name: getattr(args, name) for name in names}
+
+
+def add_switch(p: argparse.ArgumentParser, flag: str, help: str | None = None) -> None:
+    """An on/off flag (``store_true``)."""
+    p.add_argument(flag, action="store_true", help=help)
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """The model and its transforms: what ``graph_from_args`` reads."""
+    p.add_argument(
+        "model",
+        nargs=None if required else "?",
+        metavar="MODEL_OR_SPEC",
+        help="zoo name (yolov7, yolov7-deploy, ...) or path of a .yaml spec",
+    )
+    p.add_argument("--img", type=positive, help="square input size (default: the spec's)")
+    p.add_argument("--nc", type=positive, help="number of classes (default: the spec's)")
+    p.add_argument(
+        "--repconv",
+        metavar="POLICY",
+        help="RepConv placement: none | all | planned | PATTERN=PLACEMENT,... "
+        "(placements: conv, repconv, repconvn, planned, all)",
+    )
+    p.add_argument(
+        "--scale-mode",
+        choices=("width", "depth", "compound"),
+        help="scale the graph (paper §3.2) before anything else",
+    )
+    p.add_argument("--depth", type=float, default=1.0, help="depth factor for --scale-mode")
+    p.add_argument("--width", type=float, help="width factor for --scale-mode")
+
+
+def add_bench_args(p: argparse.ArgumentParser, torch_flags: bool = True) -> None:
+    """Protocol flags shared by ``lab bench``, ``lab profile --latency`` and ``lab export
+    --bench`` (ONNX Runtime: device, batch, threads, warm-up and iterations only)."""
+    p.add_argument(
+        "--device", help="cpu (default) | cuda | cuda:N; a CUDA request without CUDA is refused"
+    )
+    p.add_argument("--batch", type=positive, help="images per call (default 1)")
+    p.add_argument("--threads", type=positive, help="intra-op threads for the run")
+    p.add_argument("--warmup", type=int, help="untimed calls first (default 5 on CPU, 25 on CUDA)")
+    p.add_argument("--iters", type=positive, help="timed calls (default 30 on CPU, 200 on CUDA)")
+    if not torch_flags:
+        return
+    p.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), help="default fp32; fp16 is CUDA only"
+    )
+    add_switch(p, "--channels-last", "NHWC memory format")
+    add_switch(
+        p, "--compile", "torch.compile the model (compile time reported apart from the latency)"
+    )
+    add_switch(p, "--cuda-graph", "replay a CUDA graph captured after warm-up")
+
+
+def graph_from_args(args: argparse.Namespace, deploy: bool = False) -> BlockGraph:
+    """The BlockGraph the model flags describe: overrides, RepConv policy, scaling."""
+    from scaling_lab.layers.plan_repconv import parse_policy
+    from scaling_lab.models import get_block_graph
+    from scaling_lab.transforms.scale import scale
+
+    repconv = parse_policy(args.repconv) if args.repconv else None
+    graph = get_block_graph(args.model, nc=args.nc, img_size=args.img, repconv=repconv)
+    if args.scale_mode:
+        graph = scale(graph, depth=args.depth, width=args.width, mode=args.scale_mode)
+        suffix = f"{args.scale_mode}-d{args.depth:g}" + (f"-w{args.width:g}" if args.width else "")
+        graph = graph.with_settings(name=f"{graph.name}@{suffix}")
+    elif args.depth != 1.0 or args.width is not None:
+        raise SpecError(
+            "--depth/--width need --scale-mode width|depth|compound", field="scale-mode"
+        )
+    if deploy:
+        from scaling_lab.transforms.deploy import drop_aux_heads
+
+        graph = drop_aux_heads(graph)
+    return graph
+
+
+def bench_from_args(args: argparse.Namespace, graph: BlockGraph | None = None) -> LatencyResult:
+    """Latency of the fused deploy model under the flags' protocol (``lab bench``, ``lab
+    profile --latency``; flags only ``lab bench`` has read as unset elsewhere)."""
+    from scaling_lab.analyze.latency import benchmark
+
+    return benchmark(
+        graph if graph is not None else graph_from_args(args),
+        img_size=args.img,
+        preset=getattr(args, "preset", None),
+        nms=getattr(args, "nms", False),
+        conf_thres=getattr(args, "conf_thres", None),
+        iou_thres=getattr(args, "iou_thres", None),
+        **pick(
+            args,
+            "device",
+            "dtype",
+            "batch",
+            "channels_last",
+            "compile",
+            "cuda_graph",
+            "threads",
+            "warmup",
+            "iters",
+        ),
+    )
