@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling_lab.analyze.complexity import Complexity, count_graph
-from scaling_lab.graph.block_graph import BlockGraph
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.plan_repconv import Policy
+from scaling_lab.models import ModelRef, ModelSource, get_layer_graph, model_ref
 from scaling_lab.spec.errors import SpecError
 
 COUNTERS = ("analytic", "thop", "fvcore")
@@ -94,7 +94,7 @@ def profile_graph(graph: LayerGraph, *, model: str, counter: str = "analytic") -
 
 
 def profile(
-    model: str | Path | BlockGraph,
+    model: ModelSource | Path | ModelRef,
     *,
     img_size: int | None = None,
     nc: int | None = None,
@@ -102,13 +102,8 @@ def profile(
     counter: str = "analytic",
     repconv: Policy | None = None,
 ) -> Profile:
-    """Params / GMACs / GFLOPs of a zoo model, spec file or BlockGraph at a square input."""
-    from scaling_lab.models import get_block_graph, get_layer_graph, wants_deploy
-
-    blocks = model if isinstance(model, BlockGraph) else get_block_graph(model)
-    deploy = deploy or (not isinstance(model, BlockGraph) and wants_deploy(model, False))
-    graph = get_layer_graph(blocks, nc=nc, img_size=img_size, deploy=deploy, repconv=repconv)
-    name = blocks.name
-    return profile_graph(
-        graph, model=name + ("-deploy" if graph.form == "deploy" else ""), counter=counter
-    )
+    """Params / GMACs / GFLOPs of a model (zoo name with its form suffix, spec path,
+    BlockGraph or ModelRef) at a square input; ``deploy`` asks for the deploy form."""
+    ref = model_ref(model, deploy=deploy)
+    graph = get_layer_graph(ref, nc=nc, img_size=img_size, repconv=repconv)
+    return profile_graph(graph, model=ref.label(graph.name), counter=counter)

@@ -7,7 +7,6 @@ builds the identical model.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 from scaling_lab.graph.registry import BlockType, cfg_fields, get_block, make_cfg
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.load import ModelSpec, NodeSpec
+from scaling_lab.spec.settings import ModelSettings
 
 INPUT = "input"  # the image; a node may name it in `from`
 
@@ -39,22 +39,12 @@ class BlockNode:
         return self.block.role
 
 
-@dataclass(frozen=True)
-class BlockGraph:
-    """Ordered (topologically sorted) blocks plus model-level settings."""
+@dataclass(frozen=True, kw_only=True)
+class BlockGraph(ModelSettings):
+    """Ordered (topologically sorted) blocks plus model-level settings (``repconv`` is the
+    RepConv placement applied when lowering)."""
 
-    name: str
     nodes: tuple[BlockNode, ...]
-    nc: int = 80
-    img_size: int = 640
-    channels: int = 3
-    act: str = "silu"
-    anchors: tuple[tuple[float, ...], ...] = ()
-    description: str = ""
-    family: str = ""
-    reference: dict[str, Any] = field(default_factory=dict)
-    repconv: str | dict[str, str] | None = None  # RepConv placement applied when lowering
-    source: str = "<spec>"
 
     def node(self, name: str) -> BlockNode:
         for n in self.nodes:
@@ -67,10 +57,6 @@ class BlockGraph:
     @property
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
-
-    def with_settings(self, **settings: Any) -> BlockGraph:
-        """A copy with model-level settings (nc, img_size, ...) replaced."""
-        return replace(self, **settings)
 
     def with_nodes(self, nodes: list[BlockNode]) -> BlockGraph:
         return replace(self, nodes=tuple(nodes))
@@ -161,10 +147,8 @@ def build_block_graph(spec: ModelSpec) -> BlockGraph:
         seen.add(spec_node.name)
         nodes.append(_resolve_node(spec_node, previous, spec.source))
         previous = spec_node.name
-    settings = {
-        f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("nodes",)
-    }
-    return BlockGraph(nodes=tuple(_toposort(nodes, spec.source)), **settings)
+    nodes = _toposort(nodes, spec.source)
+    return BlockGraph(nodes=tuple(nodes), **vars(spec.settings))
 
 
 class _FlowList(list):

@@ -6,26 +6,15 @@ would silently overwrite (two nodes with one name would otherwise lose a node).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.spec.settings import ModelSettings, spec_keys
 from scaling_lab.spec.yaml_lines import LINES_KEY, read_yaml_mapping, strip_lines
 
-TOP_LEVEL_KEYS = {
-    "name": "model name",
-    "description": "free text",
-    "family": "model family, e.g. YOLOv7",
-    "nc": "number of classes",
-    "img_size": "default square input size (pixels)",
-    "channels": "input image channels",
-    "act": "default activation for conv blocks",
-    "anchors": "anchor sizes per detection level, [w, h, w, h, ...] in pixels",
-    "reference": "published figures to compare against (params_m, gflops, ...)",
-    "repconv": "RepConv placement: none | all | planned | {layer pattern: placement}",
-    "nodes": "mapping of node name -> block fields",
-}
+TOP_LEVEL_KEYS = spec_keys()
 NODE_META_KEYS = ("type", "from")
 
 
@@ -40,22 +29,11 @@ class NodeSpec:
     line: int | None = None
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A whole spec file: model-level settings plus ordered nodes."""
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(ModelSettings):
+    """A whole spec file: model-level settings plus its nodes as written."""
 
-    name: str
     nodes: tuple[NodeSpec, ...]
-    nc: int = 80
-    img_size: int = 640
-    channels: int = 3
-    act: str = "silu"
-    anchors: tuple[tuple[float, ...], ...] = ()
-    description: str = ""
-    family: str = ""
-    reference: dict[str, Any] = field(default_factory=dict)
-    repconv: str | dict[str, str] | None = None
-    source: str = "<spec>"
 
 
 def _read_spec_yaml(text: str, source: str) -> dict:
@@ -95,9 +73,7 @@ def _parse_node(name: Any, body: Any, line: int | None, source: str) -> NodeSpec
     if not isinstance(block_type, str):
         raise SpecError("missing block type", source=source, node=name, field="type", line=line)
     inputs = _parse_inputs(body.get("from"), name, source, line)
-    fields = {
-        k: strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, LINES_KEY)
-    }
+    fields = {k: strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, LINES_KEY)}
     return NodeSpec(name=name, type=block_type, inputs=inputs, fields=fields, line=line)
 
 

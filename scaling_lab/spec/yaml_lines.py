@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from scaling_lab.schema import LINES_KEY, strip_lines
 from scaling_lab.spec.errors import SpecError
 
-LINES_KEY = "__lines__"  # each loaded mapping's {key: line} record
+__all__ = ["LINES_KEY", "read_yaml_mapping", "strip_lines"]
+
 
 # libyaml's parser when PyYAML was built with it (10x faster than the pure-Python one)
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -39,15 +41,6 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def strip_lines(value: Any) -> Any:
-    """The same data without the line records (what a config dataclass is built from)."""
-    if isinstance(value, dict):
-        return {k: strip_lines(v) for k, v in value.items() if k != LINES_KEY}
-    if isinstance(value, list):
-        return [strip_lines(v) for v in value]
-    return value
 
 
 def read_yaml_mapping(text: str, source: str, what: str) -> dict:

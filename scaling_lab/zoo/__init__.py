@@ -21,10 +21,15 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in _spec_dir().glob("*.yaml"))
 
 
+def is_zoo_model(name: str) -> bool:
+    """Is ``name`` a zoo model's name (a name, never a path into or out of the zoo)?"""
+    return name in list_models()
+
+
 def zoo_spec_path(name: str) -> Path:
     """Path of a zoo model's spec; unknown names get close matches in the error."""
     path = _spec_dir() / f"{name}.yaml"
-    if not path.is_file():
+    if not is_zoo_model(name):
         known = list_models()
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
