@@ -35,24 +35,18 @@ the transition by the change of that width (paper §3.2).
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scaling_lab import schema
 from scaling_lab.spec.errors import SpecError
 
 ROLES = ("computational", "transition", "fixed")
 SCALE_KINDS = ("width", "transition", "depth")  # values of a field's metadata["scale"]
 
 
-class FieldError(ValueError):
-    """Raised by a config's ``check()`` to reject one field's value."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
+FieldError = schema.FieldError  # raised by a config's ``check()`` to reject one field's value
 
 
 @dataclass(frozen=True)
@@ -138,68 +132,19 @@ def _ensure_builtin_blocks() -> None:
     import scaling_lab.graph.blocks  # noqa: F401  (registers the built-in blocks on import)
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if origin is tuple:
-        (item, *_rest) = typing.get_args(annotation)
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    return getattr(annotation, "__name__", str(annotation)).replace("NoneType", "null")
-
-
 def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:
     """Build a block's config from spec fields, checking names, types and ``check()``."""
-    hints = typing.get_type_hints(block.cfg_cls)
-    known = [f.name for f in dataclasses.fields(block.cfg_cls)]
-    for key, value in fields.items():
-        if key not in hints:
-            raise SpecError(
-                f"unknown field for block '{block.name}' (known: {', '.join(known)})", field=key
-            )
-        if not _type_ok(value, hints[key]):
-            raise SpecError(f"must be {_describe(hints[key])}, got {value!r}", field=key)
-    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        cfg = block.cfg_cls(**coerced)
-    except TypeError as exc:  # a required field is missing
-        missing = [
-            f.name
-            for f in dataclasses.fields(block.cfg_cls)
-            if f.name not in fields
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ]
+        return schema.build(block.cfg_cls, fields)
+    except schema.UnknownKeyError as exc:
+        known = ", ".join(exc.known)
         raise SpecError(
-            f"required field missing for block '{block.name}'",
-            field=missing[0] if missing else None,
-        ) from exc
-    check = getattr(cfg, "check", None)
-    if check is not None:
-        try:
-            check()
-        except FieldError as exc:
-            raise SpecError(str(exc), field=exc.field) from None
-    return cfg
+            f"unknown field for block '{block.name}' (known: {known})", field=exc.key
+        ) from None
+    except schema.MissingKeyError as exc:
+        raise SpecError(f"required field missing for block '{block.name}'", field=exc.key) from None
+    except schema.SchemaError as exc:
+        raise SpecError(exc.reason, field=exc.field) from None
 
 
 def cfg_fields(cfg: Any) -> dict[str, Any]:

@@ -7,10 +7,11 @@ the training recipe (``train``, with named ``budgets`` laid over it, e.g. ``pape
 on a cluster), resources per trial and an optional ASHA scheduler. See
 ``docs/experiments.md`` for the full format.
 
-``load_experiment`` checks everything that can be checked without running a trial: keys,
-types, node paths (against the base graph), distributions, metrics, objectives, constraints,
-training settings; every variant's graph is built and lowered. Mistakes raise ``SpecError``
-naming the file, line and key.
+The file's format is the dataclasses below, read by ``scaling_lab.schema`` (keys, types,
+required keys, each class's ``check()``). ``load_experiment`` then checks what needs more
+than one value: node paths (against the base graph), constraints, paper rows, training
+settings over every budget; every variant's graph is built and lowered. Mistakes raise a
+``UserError`` naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -19,19 +20,31 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from scaling_lab import schema
+from scaling_lab.errors import UserError
+from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.schema import INTERNAL, FieldError, Partial
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.spec.yaml_lines import read_yaml_mapping, strip_lines
-from scaling_lab.sweep.materialize import matching_nodes, materialize, split_overrides
-from scaling_lab.sweep.space import Constraint, Distribution, parse_constraint, parse_distribution
+from scaling_lab.spec.yaml_lines import read_yaml_mapping
+from scaling_lab.sweep.materialize import (
+    Overrides,
+    check_paths,
+    matching_nodes,
+    materialize,
+    merge_train,
+)
+from scaling_lab.sweep.space import Constraint, Distribution, SpaceFile, parse_constraint
+from scaling_lab.train.config import TrainConfig
 
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PROFILE_COLUMNS = ("params", "params_m", "gmacs", "gflops")
 LATENCY_COLUMNS = ("latency_ms", "fps", "peak_memory_mb")
-# metric names an experiment may list -> the result columns they produce
+Metric = Literal[("params", "gmacs", "gflops", "latency", "fps", *AP_KEYS)]
+# metric names an experiment may list (Metric) -> the result columns they produce
 METRICS: dict[str, tuple[str, ...]] = {
     "params": ("params", "params_m"),
     "gmacs": ("gmacs", "gflops"),
@@ -41,17 +54,25 @@ METRICS: dict[str, tuple[str, ...]] = {
     **{key: AP_KEYS for key in AP_KEYS},
 }
 ALIASES = {"latency": "latency_ms"}
-MODES = ("max", "min")
-SAMPLERS = ("tpe", "nsga2", "random")
-TOP_KEYS = {
-    "name", "description", "base", "paper_table", "form", "metrics", "latency", "variants",
-    "search", "baseline", "against", "train", "budgets", "resources", "max_concurrent",
-    "scheduler", "time_budget_s", "note",
-}  # fmt: skip
-VARIANT_KEYS = {"label", "model", "overrides", "scale", "repconv", "train", "paper_row"}
-SEARCH_KEYS = {"space", "trials", "objectives", "sampler", "seed", "storage", "constraints"}
-LATENCY_KEYS = {"device", "dtype", "batch", "warmup", "iters", "threads", "channels_last"}
-SCHEDULER_KEYS = {"type", "metric", "mode", "grace_period", "reduction_factor"}
+Mode = Literal["max", "min"]
+# training settings: TrainConfig fields but model / out, which the sweep sets
+TrainSettings = Annotated[dict[str, Any], Partial(TrainConfig, exclude=("model", "out"))]
+
+
+class _Options:
+    """Keyword options of a callee; an unset one (None) falls to the callee's default."""
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Scale(_Options):
+    """A variant's ``transforms.scale`` arguments (the transform checks their values)."""
+
+    depth: float | None = None
+    width: float | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,48 +80,165 @@ class Variant:
     """One row of an ablation table (or, for a search, one sampled design)."""
 
     label: str
-    order: int
-    key: str
     model: str | None = None  # its own base model (Table 2 rows); None: the experiment's
-    overrides: dict[str, Any] = field(default_factory=dict)
-    scale: dict[str, Any] | None = None
-    paper_row: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # override paths, as written
+    scale: Scale | None = None
+    repconv: str | dict[str, str] | None = None
+    train: TrainSettings = field(default_factory=dict)  # this row's training settings
+    paper_row: str | None = None  # the paper's row label, when it differs from ``label``
+    order: int = field(default=-1, metadata=INTERNAL)
+    key: str = field(default="", metadata=INTERNAL)  # its trial folder
+    line: int | None = field(default=None, metadata=INTERNAL)  # where the file declares it
+
+    @property
+    def changes(self) -> Overrides:
+        """Everything the row changes, split by kind (``repconv``/``scale``/``train`` last)."""
+        explicit = Overrides(
+            settings={"repconv": self.repconv} if self.repconv is not None else {},
+            scale=self.scale.given() if self.scale else {},
+            train=self.train,
+        )
+        return Overrides.from_paths(self.overrides).over(explicit)
+
+    def check(self) -> None:
+        if not self.label.strip():
+            raise FieldError("label", "must not be empty")
+        try:
+            Overrides.from_paths(self.overrides)
+        except FieldError as exc:
+            raise FieldError(f"overrides.{exc.field}", str(exc)) from None
 
 
 @dataclass(frozen=True)
 class Search:
     """A search space explored by Optuna through Ray Tune's ``OptunaSearch``."""
 
-    space: dict[str, Distribution]
-    trials: int
-    objectives: dict[str, str]  # result column -> max | min
-    sampler: str = "tpe"
+    # a search_spaces/*.yaml file (relative to the experiment) or the parameters;
+    # after load_experiment: always the parameters (path -> distribution)
+    space: str | dict[str, Distribution]
+    objectives: dict[str, Mode]  # metric -> max | min (after loading: result columns)
+    trials: int = 10
+    sampler: Literal["tpe", "nsga2", "random"] | None = None  # default: tpe, several: nsga2
     seed: int = 0
     storage: str | None = None  # an RDB URL; None: SQLite in the sweep's storage folder
+    constraints: tuple[str, ...] = ()
+    source: str = field(default="", metadata=INTERNAL)  # the file that declares the space
+    lines: dict[str, int | None] = field(default_factory=dict, metadata=INTERNAL)
+
+    def check(self) -> None:
+        if self.trials < 1:
+            raise FieldError("trials", f"must be an integer >= 1, got {self.trials}")
+        if not self.objectives:
+            raise FieldError("objectives", "a search needs objectives such as {AP: max}")
+        if isinstance(self.space, dict):
+            check_paths(self.space, "space")
+
+
+@dataclass(frozen=True)
+class Latency(_Options):
+    """``lab bench``'s protocol for the latency metric (unset: its defaults)."""
+
+    device: str | None = None
+    dtype: str | None = None
+    batch: int | None = None
+    warmup: int | None = None
+    iters: int | None = None
+    threads: int | None = None
+    channels_last: bool | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks Ray for; a fractional gpu packs several trials on one GPU."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def check(self) -> None:
+        for name in ("cpu", "gpu"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"must be a number >= 0, got {getattr(self, name)!r}")
+        if self.cpu <= 0 and self.gpu <= 0:
+            raise FieldError("", "a trial needs some cpu or gpu")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"cpu": float(self.cpu), "gpu": float(self.gpu)}
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """ASHA: stops trials whose per-epoch metric trails the others'."""
+
+    type: Literal["asha"] = "asha"
+    metric: str = "AP"
+    mode: Mode = "max"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+    def check(self) -> None:
+        if self.metric not in AP_KEYS:
+            raise FieldError(
+                "metric",
+                f"ASHA ranks trials by a per-epoch metric ({', '.join(AP_KEYS)}), got "
+                f"{self.metric!r}",
+            )
+        if self.grace_period < 1:
+            raise FieldError("grace_period", "must be an integer >= 1")
+        if self.reduction_factor < 2:
+            raise FieldError("reduction_factor", "must be >= 2")
 
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str
-    path: str
-    base: str
+    """An experiment file (see the module docstring); internal fields are set on loading."""
+
+    base: str  # zoo name or spec path (relative to the file)
+    name: str = ""  # default: the file's stem
     description: str = ""
     note: str = ""
     paper_table: int | None = None
-    form: str = "deploy"  # the graph whose params / FLOPs are counted
-    metrics: tuple[str, ...] = ("params", "gflops")
-    latency: dict[str, Any] = field(default_factory=dict)
-    variants: tuple[Variant, ...] = ()
+    form: Literal["deploy", "training"] = "deploy"  # the graph whose params / FLOPs count
+    metrics: tuple[Metric, ...] = ("params", "gflops")
+    latency: Latency = field(default_factory=Latency)
+    variants: tuple[Variant | str, ...] = ()  # a bare label is a row without changes
     search: Search | None = None
-    constraints: tuple[Constraint, ...] = ()
-    baseline: str | None = None
-    against: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    baseline: str | None = None  # default: the first row
+    against: str | None = None  # default: the last row
+    train: TrainSettings = field(default_factory=dict)
+    budgets: dict[str, TrainSettings] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
-    scheduler: dict[str, Any] | None = None
+    scheduler: Scheduler | Literal["none", "asha"] | None = None  # after loading: Scheduler
     time_budget_s: float | None = None
+    path: str = field(default="", metadata=INTERNAL)
+    constraints: tuple[Constraint, ...] = field(default=(), metadata=INTERNAL)
+
+    def check(self) -> None:
+        if bool(self.variants) == (self.search is not None):
+            raise FieldError(
+                "",
+                "give either 'variants' (a table) or 'search' (a search space), not "
+                + ("both" if self.variants else "neither"),
+            )
+        if not self.metrics:
+            raise FieldError("metrics", "must be a non-empty list")
+        if self.paper_table is not None and self.paper_table not in range(1, 9):
+            raise FieldError("paper_table", "must be a table number of the paper (1-8)")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise FieldError("max_concurrent", "must be an integer >= 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise FieldError("time_budget_s", "must be a positive number of seconds")
+        labels = [_label(v) for v in self.variants]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise FieldError(f"variants[{i}]", f"duplicate label '{label}'")
+        for key in ("baseline", "against"):
+            value = getattr(self, key)
+            if value is not None and labels and value not in labels:
+                raise FieldError(key, f"'{value}' is not a variant label")
+        _check_settings(self.train, "train")
+        for name, budget in self.budgets.items():
+            _check_settings(merge_train(self.train, budget), f"budgets.{name}")
 
     @property
     def kind(self) -> str:
@@ -132,8 +270,24 @@ class Experiment:
             raise SpecError(f"unknown budget '{budget}' (known: {known})", source=self.path)
         return merge_train(self.train, self.budgets[budget])
 
-    def check_runnable(self, profile_only: bool) -> None:
+    def check_runnable(self, profile_only: bool, budget: str | None = None) -> None:
         """Errors that depend on how the sweep is run (before any trial starts)."""
+        settings = self.train_config(budget)
+        if self.trains(profile_only):
+            if "data" not in settings:
+                raise SpecError(
+                    "a training sweep needs train.data (a dataset folder or 'synth')",
+                    source=self.path,
+                    field="train",
+                )
+            epochs = int(settings.get("epochs", 300))
+            if isinstance(self.scheduler, Scheduler) and self.scheduler.grace_period > epochs:
+                raise SpecError(
+                    f"ASHA's grace_period ({self.scheduler.grace_period}) is longer than the "
+                    f"training budget ({epochs} epochs)",
+                    source=self.path,
+                    field="scheduler.grace_period",
+                )
         if self.search is None:
             return
         collected = self.columns(profile_only)
@@ -148,6 +302,18 @@ class Experiment:
                 )
 
 
+def _label(variant: Variant | str) -> str:
+    return variant if isinstance(variant, str) else variant.label
+
+
+def _check_settings(settings: dict[str, Any], where: str) -> None:
+    """Training settings make a TrainConfig (values each field's type alone cannot refuse)."""
+    try:
+        TrainConfig(**{"model": "-", "data": "synth", **settings})
+    except FieldError as exc:
+        raise FieldError(f"{where}.{exc.field}", str(exc)) from None
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "row"
 
@@ -158,330 +324,112 @@ def params_key(params: dict[str, Any]) -> str:
     return "s-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def _check_keys(data: dict, allowed: set[str], source: str, where: str) -> None:
-    lines = data.get("__lines__", {})
-    for key in data:
-        if key != "__lines__" and key not in allowed:
-            raise SpecError(
-                f"unknown key '{key}' in {where} (known: {', '.join(sorted(allowed))})",
-                source=source,
-                field=str(key),
-                line=lines.get(key),
-            )
+def sampled_params(experiment: Experiment, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A search trial's sampled values out of Ray's config."""
+    space = experiment.search.space if experiment.search is not None else {}
+    return {k: v for k, v in config.items() if k in space}
 
 
-def _parse_metrics(raw: Any, source: str) -> tuple[str, ...]:
-    if raw is None:
-        return ("params", "gflops")
-    if not isinstance(raw, list) or not raw:
-        raise SpecError("'metrics' must be a non-empty list", source=source, field="metrics")
-    for metric in raw:
-        if metric not in METRICS:
-            raise SpecError(
-                f"unknown metric {metric!r} (known: {', '.join(METRICS)})",
-                source=source,
-                field="metrics",
-            )
-    return tuple(raw)
-
-
-def _parse_train(raw: Any, source: str, where: str) -> dict[str, Any]:
-    """Training settings: TrainConfig fields (not model / out, which the sweep sets)."""
-    from scaling_lab.train.config import TrainConfig
-
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SpecError("must be a mapping of training settings", source=source, field=where)
-    data = strip_lines(raw)
-    allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "out"}
-    for key in data:
-        if key not in allowed:
-            raise SpecError(
-                f"unknown training setting '{key}' (known: {', '.join(sorted(allowed))})",
-                source=source,
-                field=f"{where}.{key}",
-                line=raw.get("__lines__", {}).get(key),
-            )
-    if "hyp" in data and not isinstance(data["hyp"], dict):
-        raise SpecError("must be a mapping", source=source, field=f"{where}.hyp")
-    try:
-        TrainConfig(**{"model": "-", "data": "synth", **data})
-    except (TypeError, ValueError) as exc:
-        raise SpecError(str(exc), source=source, field=where) from None
-    return data
-
-
-def _parse_resources(raw: Any, source: str) -> dict[str, float]:
-    out = {"cpu": 1.0, "gpu": 0.0}
-    if raw is None:
-        return out
-    if not isinstance(raw, dict):
-        raise SpecError("must be a mapping {cpu: N, gpu: N}", source=source, field="resources")
-    for key, value in strip_lines(raw).items():
-        if key not in out:
-            raise SpecError(
-                f"unknown resource '{key}' (known: cpu, gpu)", source=source, field="resources"
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SpecError(
-                f"must be a number >= 0, got {value!r}", source=source, field=f"resources.{key}"
-            )
-        out[key] = float(value)
-    if out["cpu"] <= 0 and out["gpu"] <= 0:
-        raise SpecError("a trial needs some cpu or gpu", source=source, field="resources")
-    return out
-
-
-def _parse_scheduler(raw: Any, source: str) -> dict[str, Any] | None:
-    if raw is None or raw == "none":
-        return None
-    if raw == "asha":
-        raw = {"type": "asha"}
-    if not isinstance(raw, dict):
-        raise SpecError(
-            f"must be 'none', 'asha' or a mapping, got {raw!r}", source=source, field="scheduler"
-        )
-    _check_keys(raw, SCHEDULER_KEYS, source, "scheduler")
-    data = {
-        "type": "asha",
-        "metric": "AP",
-        "mode": "max",
-        "grace_period": 1,
-        "reduction_factor": 2,
-        **strip_lines(raw),
-    }
-    if data["type"] != "asha":
-        raise SpecError(
-            f"unknown scheduler {data['type']!r} (known: none, asha)",
-            source=source,
-            field="scheduler.type",
-        )
-    if data["metric"] not in AP_KEYS:
-        raise SpecError(
-            f"ASHA ranks trials by a per-epoch metric ({', '.join(AP_KEYS)}), got "
-            f"{data['metric']!r}",
-            source=source,
-            field="scheduler.metric",
-        )
-    if data["mode"] not in MODES:
-        raise SpecError("must be max or min", source=source, field="scheduler.mode")
-    for key in ("grace_period", "reduction_factor"):
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError("must be an integer >= 1", source=source, field=f"scheduler.{key}")
-    if data["reduction_factor"] < 2:
-        raise SpecError("must be >= 2", source=source, field="scheduler.reduction_factor")
-    return data
-
-
-def _parse_variants(raw: Any, source: str) -> tuple[Variant, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise SpecError("'variants' must be a non-empty list", source=source, field="variants")
-    variants: list[Variant] = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw):
-        where = f"variants[{i}]"
-        if isinstance(item, str):
-            item = {"label": item}
-        if not isinstance(item, dict):
-            raise SpecError("must be a mapping with a 'label'", source=source, field=where)
-        _check_keys(item, VARIANT_KEYS, source, where)
-        label = item.get("label")
-        if not isinstance(label, str) or not label.strip():
-            raise SpecError("needs a 'label' (text)", source=source, field=where)
-        if label in seen:
-            raise SpecError(f"duplicate label '{label}'", source=source, field=where)
-        seen.add(label)
-        overrides = strip_lines(item.get("overrides") or {})
-        if not isinstance(overrides, dict):
-            raise SpecError("must be a mapping", source=source, field=f"{where}.overrides")
-        if "repconv" in item:
-            overrides = {**overrides, "repconv": strip_lines(item["repconv"])}
-        for key, value in strip_lines(item.get("train") or {}).items():
-            overrides[f"train.{key}"] = value
-        scale_args = strip_lines(item.get("scale"))
-        if scale_args is not None and not isinstance(scale_args, dict):
-            raise SpecError("must be a mapping", source=source, field=f"{where}.scale")
-        model = item.get("model")
-        if model is not None and not isinstance(model, str):
-            raise SpecError("must be a model name or path", source=source, field=f"{where}.model")
-        variants.append(
-            Variant(
-                label=label,
-                order=i,
-                key=f"{i:02d}-{slug(label)}",
-                model=model,
-                overrides=overrides,
-                scale=scale_args,
-                paper_row=item.get("paper_row"),
-            )
-        )
-    return tuple(variants)
-
-
-def _parse_search(raw: Any, source: str, base_dir: Path) -> tuple[Search, tuple[str, ...]]:
-    if not isinstance(raw, dict):
-        raise SpecError("'search' must be a mapping", source=source, field="search")
-    _check_keys(raw, SEARCH_KEYS, source, "search")
-    space_raw, space_source = raw.get("space"), source
-    constraints_raw = list(raw.get("constraints") or [])
-    if isinstance(space_raw, str):  # a search_spaces/*.yaml file
-        space_path = (base_dir / space_raw).resolve()
-        if not space_path.is_file():
-            raise SpecError(f"no such search space file: {space_raw}", source=source, field="space")
-        space_source = str(space_path)
-        data = read_yaml_mapping(space_path.read_text(), space_source, "a search space")
-        _check_keys(data, {"params", "constraints", "description"}, space_source, "search space")
-        space_raw = data.get("params")
-        constraints_raw += list(data.get("constraints") or [])
-    if not isinstance(space_raw, dict) or not strip_lines(space_raw):
-        raise SpecError(
-            "the search space needs a mapping of parameters", source=space_source, field="params"
-        )
-    space = {
-        str(path): parse_distribution(dist, path=str(path), source=space_source)
-        for path, dist in space_raw.items()
-        if path != "__lines__"
-    }
-    trials = raw.get("trials", 10)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise SpecError(f"must be an integer >= 1, got {trials!r}", source=source, field="trials")
-    objectives_raw = strip_lines(raw.get("objectives"))
-    if not isinstance(objectives_raw, dict) or not objectives_raw:
-        raise SpecError(
-            "a search needs 'objectives' such as {AP: max, latency: min}",
-            source=source,
-            field="objectives",
-        )
-    objectives = {}
-    for metric, mode in objectives_raw.items():
-        if mode not in MODES:
-            raise SpecError(
-                f"objective '{metric}': mode must be max or min, got {mode!r}",
-                source=source,
-                field="objectives",
-            )
-        objectives[ALIASES.get(metric, metric)] = mode
-    sampler = raw.get("sampler", "nsga2" if len(objectives) > 1 else "tpe")
-    if sampler not in SAMPLERS:
-        raise SpecError(
-            f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})",
-            source=source,
-            field="sampler",
-        )
-    seed = raw.get("seed", 0)
-    storage = raw.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        raise SpecError("must be an RDB URL", source=source, field="storage")
-    search = Search(space, trials, objectives, sampler, int(seed), storage)
-    return search, tuple(str(c) for c in constraints_raw)
-
-
-def merge_train(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Training settings with ``extra`` laid over ``base`` (``hyp`` merged key by key)."""
-    merged = {**base, **extra}
-    if "hyp" in base or "hyp" in extra:
-        merged["hyp"] = {**base.get("hyp", {}), **extra.get("hyp", {})}
-    return merged
+def trial_key(experiment: Experiment, config: Mapping[str, Any]) -> str:
+    """The key (trial folder) of a Ray config: the variant's own, or for a search the hash
+    of the sampled values. The driver and the trial both name a trial by it."""
+    if experiment.search is None:
+        return str(config["variant"])
+    return params_key(sampled_params(experiment, config))
 
 
 def _resolve_model(model: str, base_dir: Path) -> str:
     """A spec path is relative to the experiment file; a zoo name stays as it is."""
     if model.endswith((".yaml", ".yml")):
-        path = (base_dir / model).resolve()
-        return str(path)
+        return str((base_dir / model).resolve())
     return model
 
 
-def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> Experiment:
-    _check_keys(data, TOP_KEYS, source, "the experiment")
-    lines = data.get("__lines__", {})
-    base = data.get("base")
-    if not isinstance(base, str):
-        raise SpecError("needs 'base': a zoo model name or spec path", source=source, field="base")
-    has_variants, has_search = "variants" in data, "search" in data
-    if has_variants == has_search:
-        raise SpecError(
-            "give either 'variants' (a table) or 'search' (a search space), not "
-            + ("both" if has_variants else "neither"),
-            source=source,
-        )
-    metrics = _parse_metrics(strip_lines(data.get("metrics")), source)
-    form = data.get("form", "deploy")
-    if form not in ("deploy", "training"):
-        raise SpecError(f"must be deploy or training, got {form!r}", source=source, field="form")
-    latency = strip_lines(data.get("latency") or {})
-    if not isinstance(latency, dict):
-        raise SpecError("must be a mapping", source=source, field="latency")
-    _check_keys(latency, LATENCY_KEYS, source, "latency")
-    variants: tuple[Variant, ...] = ()
-    search, constraint_texts = None, ()
-    if has_variants:
-        variants = _parse_variants(data["variants"], source)
-    else:
-        search, constraint_texts = _parse_search(data["search"], source, base_dir)
-    timed = any("latency_ms" in METRICS[m] for m in metrics)
-    known = PROFILE_COLUMNS + (LATENCY_COLUMNS if timed else ())
-    constraints = tuple(parse_constraint(c, source=source, known=known) for c in constraint_texts)
-    paper_table = data.get("paper_table")
-    if paper_table is not None and paper_table not in range(1, 9):
-        raise SpecError(
-            "must be a table number of the paper (1-8)", source=source, field="paper_table"
-        )
-    train = _parse_train(data.get("train"), source, "train")
-    budgets_raw = data.get("budgets") or {}
-    if not isinstance(budgets_raw, dict):
-        raise SpecError("must be a mapping of named budgets", source=source, field="budgets")
-    budgets = {
-        str(name): _parse_train(body, source, f"budgets.{name}")
-        for name, body in budgets_raw.items()
-        if name != "__lines__"
-    }
-    max_concurrent = data.get("max_concurrent")
-    if max_concurrent is not None and (
-        isinstance(max_concurrent, bool)
-        or not isinstance(max_concurrent, int)
-        or max_concurrent < 1
-    ):
-        raise SpecError("must be an integer >= 1", source=source, field="max_concurrent")
-    time_budget = data.get("time_budget_s")
-    if time_budget is not None and (not isinstance(time_budget, (int, float)) or time_budget <= 0):
-        raise SpecError(
-            "must be a positive number of seconds", source=source, field="time_budget_s"
-        )
-    labels = [v.label for v in variants]
-    baseline = data.get("baseline", labels[0] if labels else None)
-    against = data.get("against", labels[-1] if len(labels) > 1 else None)
-    for key, value in (("baseline", baseline), ("against", against)):
-        if value is not None and labels and value not in labels:
-            raise SpecError(
-                f"'{value}' is not a variant label", source=source, field=key, line=lines.get(key)
+def _number_variants(
+    declared: tuple[Variant | str, ...], data: Mapping, base_dir: Path
+) -> tuple[Variant, ...]:
+    """Rows in declared order with their keys, lines and resolved model paths."""
+    variants = []
+    for i, item in enumerate(declared):
+        variant = Variant(label=item) if isinstance(item, str) else item
+        model = _resolve_model(variant.model, base_dir) if variant.model else None
+        variants.append(
+            dataclasses.replace(
+                variant,
+                model=model,
+                order=i,
+                key=f"{i:02d}-{slug(variant.label)}",
+                line=schema.line_of(data, f"variants[{i}]"),
             )
-    return Experiment(
-        name=str(data.get("name") or stem),
+        )
+    return tuple(variants)
+
+
+def _resolve_search(
+    search: Search, data: Mapping, source: str, base_dir: Path, known: tuple[str, ...]
+) -> tuple[Search, tuple[Constraint, ...]]:
+    """The space read (from its file if it names one), objectives as result columns, the
+    sampler chosen, constraints parsed against the columns a profile measures."""
+    space, space_source = search.space, source
+    constraints = [
+        parse_constraint(c, source=source, known=known, field="search.constraints")
+        for c in search.constraints
+    ]
+    if isinstance(space, str):  # a search_spaces/*.yaml file
+        space_path = (base_dir / space).resolve()
+        if not space_path.is_file():
+            raise SpecError(
+                f"no such search space file: {space}", source=source, field="search.space"
+            )
+        space_source = str(space_path)
+        raw = read_yaml_mapping(space_path.read_text(), space_source, "a search space")
+        declared = schema.build(SpaceFile, raw, source=space_source)
+        space = declared.params
+        lines = {p: schema.line_of(raw, f"params.{p}") for p in space}
+        try:
+            constraints += [
+                parse_constraint(c, source=space_source, known=known) for c in declared.constraints
+            ]
+        except UserError as exc:
+            raise _at(exc, space_source, schema.line_of(raw, "constraints")) from None
+    else:
+        lines = {p: schema.line_of(data, f"search.space.{p}") for p in space}
+    objectives = {ALIASES.get(m, m): mode for m, mode in search.objectives.items()}
+    resolved = dataclasses.replace(
+        search,
+        space=space,
+        objectives=objectives,
+        sampler=search.sampler or ("nsga2" if len(objectives) > 1 else "tpe"),
+        source=space_source,
+        lines=lines,
+    )
+    return resolved, tuple(constraints)
+
+
+def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> Experiment:
+    """The checked Experiment of a file's mapping, with defaults and paths resolved."""
+    declared = schema.build(Experiment, data, source=source)
+    variants = _number_variants(declared.variants, data, base_dir)
+    search, constraints = None, ()
+    if declared.search is not None:
+        timed = any("latency_ms" in METRICS[m] for m in declared.metrics)
+        known = PROFILE_COLUMNS + (LATENCY_COLUMNS if timed else ())
+        search, constraints = _resolve_search(declared.search, data, source, base_dir, known)
+    labels = [v.label for v in variants]
+    scheduler = declared.scheduler
+    if isinstance(scheduler, str):
+        scheduler = Scheduler() if scheduler == "asha" else None
+    return dataclasses.replace(
+        declared,
+        name=declared.name or stem,
         path=source,
-        base=_resolve_model(base, base_dir),
-        description=str(data.get("description") or ""),
-        note=str(data.get("note") or ""),
-        paper_table=paper_table,
-        form=form,
-        metrics=metrics,
-        latency=latency,
-        variants=tuple(
-            dataclasses.replace(v, model=_resolve_model(v.model, base_dir)) if v.model else v
-            for v in variants
-        ),
+        base=_resolve_model(declared.base, base_dir),
+        variants=variants,
         search=search,
         constraints=constraints,
-        baseline=baseline,
-        against=against,
-        train=train,
-        budgets=budgets,
-        resources=_parse_resources(data.get("resources"), source),
-        max_concurrent=max_concurrent,
-        scheduler=_parse_scheduler(data.get("scheduler"), source),
-        time_budget_s=time_budget,
+        scheduler=scheduler,
+        baseline=declared.baseline or (labels[0] if labels else None),
+        against=declared.against or (labels[-1] if len(labels) > 1 else None),
     )
 
 
@@ -492,11 +440,22 @@ def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experimen
         raise SpecError("no such experiment file", source=str(path))
     source = str(path)
     data = read_yaml_mapping(path.read_text(), source, "an experiment")
-    experiment = parse_experiment(data, source=source, base_dir=path.parent, stem=path.stem)
+    try:
+        experiment = parse_experiment(data, source=source, base_dir=path.parent, stem=path.stem)
+    except UserError as exc:
+        raise _at(exc, source, schema.line_of(data, exc.field or "")) from None
     _check_references(experiment)
+    check_training(experiment)
     if check_graphs:
         check_graphs_of(experiment)
     return experiment
+
+
+def _at(exc: UserError, source: str, line: int | None) -> UserError:
+    """``exc`` located at ``line`` of ``source``, unless it names another place."""
+    if exc.line is None and exc.source in (None, source):
+        return exc.located(source, line)
+    return exc
 
 
 def _check_references(experiment: Experiment) -> None:
@@ -506,14 +465,43 @@ def _check_references(experiment: Experiment) -> None:
         return
     rows = paper_rows(experiment.paper_table)
     for variant in experiment.variants:
-        wanted = variant.paper_row or variant.label
-        if variant.paper_row is not None and wanted not in rows:
+        if variant.paper_row is not None and variant.paper_row not in rows:
             raise SpecError(
-                f"variant '{variant.label}': no row '{wanted}' in the paper's Table "
+                f"variant '{variant.label}': no row '{variant.paper_row}' in the paper's Table "
                 f"{experiment.paper_table} (rows: {', '.join(rows)})",
                 source=experiment.path,
-                field="paper_row",
+                field=f"variants[{variant.order}].paper_row",
+                line=variant.line,
             )
+
+
+def _check_train(experiment: Experiment, extra: dict[str, Any], where: str) -> None:
+    """``extra`` training settings are settings, and laid over every budget make a valid
+    TrainConfig."""
+    schema.convert(TrainSettings, extra, source=experiment.path, path=where)
+    for budget in (None, *experiment.budgets):
+        try:
+            _check_settings(merge_train(experiment.train_config(budget), extra), where)
+        except FieldError as exc:
+            over = f" (over budget '{budget}')" if budget else ""
+            raise SpecError(f"{exc}{over}", source=experiment.path, field=exc.field) from None
+
+
+def check_training(experiment: Experiment) -> None:
+    """Every row's and searched value's training settings, over every budget."""
+    for variant in experiment.variants:
+        try:
+            _check_train(experiment, variant.changes.train, f"variants[{variant.order}].train")
+        except UserError as exc:
+            raise _at(exc, experiment.path, variant.line) from None
+    search = experiment.search
+    for path, dist in search.space.items() if search is not None else ():
+        for value in dist.corners():
+            train = Overrides.from_paths({path: value}).train
+            try:
+                _check_train(experiment, train, f"search.space.{path}")
+            except UserError as exc:
+                raise _at(exc, search.source, search.lines.get(path)) from None
 
 
 def base_graph(experiment: Experiment, model: str | None = None):
@@ -525,39 +513,46 @@ def base_graph(experiment: Experiment, model: str | None = None):
         raise exc.located(experiment.path) from None
 
 
-def variant_graph(experiment: Experiment, variant: Variant):
-    """The BlockGraph a variant's trial profiles and trains."""
+def variant_graph(experiment: Experiment, variant: Variant, changes: Overrides | None = None):
+    """The BlockGraph a variant's trial profiles and trains: its base model with ``changes``
+    (default: the variant's own; a search trial adds its sampled values)."""
     graph = base_graph(experiment, variant.model)
-    return materialize(graph, variant.overrides, scale_args=variant.scale, source=experiment.path)
+    changes = changes if changes is not None else variant.changes
+    return materialize(graph, changes, source=experiment.path)
+
+
+def _lowered(experiment: Experiment, graph, where: str, source: str, line: int | None) -> None:
+    from scaling_lab.models import get_layer_graph
+
+    try:
+        get_layer_graph(graph, deploy=experiment.form == "deploy")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}", source=source, line=line) from None
 
 
 def check_graphs_of(experiment: Experiment) -> None:
     """Build and lower every variant; for a search, try each path at its extreme values."""
-    from scaling_lab.models import get_layer_graph
-
-    def lowered(graph, where: str) -> None:
-        try:
-            get_layer_graph(graph, deploy=experiment.form == "deploy")
-        except SpecError as exc:
-            raise SpecError(f"{where}: {exc}", source=experiment.path) from None
-
     for variant in experiment.variants:
-        split = split_overrides(variant.overrides, source=experiment.path)
-        if split.train:  # the row's training settings over every budget's
-            for budget in (None, *experiment.budgets):
-                merged = merge_train(experiment.train_config(budget), split.train)
-                _parse_train(merged, experiment.path, f"variant '{variant.label}': train")
-        lowered(variant_graph(experiment, variant), f"variant '{variant.label}'")
+        try:
+            graph = variant_graph(experiment, variant)
+        except UserError as exc:
+            raise _at(exc, experiment.path, variant.line) from None
+        _lowered(experiment, graph, f"variant '{variant.label}'", experiment.path, variant.line)
     if experiment.search is None:
         return
+    search = experiment.search
     base = base_graph(experiment)
-    for path, dist in experiment.search.space.items():
-        split = split_overrides({path: dist.corners()[0]}, source=experiment.path)
-        if split.fields:
-            matching_nodes(base, path, source=experiment.path)
-        for value in dist.corners():
-            if split.train:
-                _parse_train(split_overrides({path: value}).train, experiment.path, f"space.{path}")
-                continue
-            graph = materialize(base, {path: value}, source=experiment.path)
-            lowered(graph, f"search parameter '{path}' = {value!r}")
+    for path, dist in search.space.items():
+        line = search.lines.get(path)
+        changes = Overrides.from_paths({path: dist.corners()[0]})
+        if changes.train:
+            continue  # check_training's
+        try:
+            if changes.fields:
+                matching_nodes(base, path, source=search.source)
+            for value in dist.corners():
+                graph = materialize(base, Overrides.from_paths({path: value}), source=search.source)
+                where = f"search parameter '{path}' = {value!r}"
+                _lowered(experiment, graph, where, search.source, line)
+        except UserError as exc:
+            raise _at(exc, search.source, line) from None

@@ -11,17 +11,20 @@ Override paths (the keys of a variant's ``overrides`` and of a search space):
 - ``train.FIELD`` and ``train.hyp.KEY``: training settings (``TrainConfig`` fields and
   hyperparameters), not the graph.
 
-Every path is checked against the base graph before any trial starts (``check_paths``).
+``Overrides`` holds them split by kind; every path is checked against the base graph before
+any trial starts (``experiment.check_graphs_of``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scaling_lab.graph.block_graph import BlockGraph, BlockNode
 from scaling_lab.graph.registry import cfg_fields, make_cfg
+from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 
 SETTINGS = ("nc", "img_size", "act", "repconv")
@@ -29,48 +32,85 @@ SCALE_KEYS = ("depth", "width", "mode")
 
 
 @dataclasses.dataclass(frozen=True)
-class SplitOverrides:
-    """Overrides sorted by what they change."""
+class Overrides:
+    """A trial's changes to its base model and training, sorted by what they change.
 
-    settings: dict[str, Any]
-    fields: dict[str, Any]  # NODE.FIELD -> value
-    scale: dict[str, Any]
-    train: dict[str, Any]  # TrainConfig field -> value ("hyp" holds a dict)
+    Read once from the paths where they are written (``from_paths``: a variant's
+    ``overrides``, a search's sampled values) and laid over each other with ``over``.
+    """
 
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # SETTINGS
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # NODE.FIELD -> value
+    scale: dict[str, Any] = dataclasses.field(default_factory=dict)  # transforms.scale args
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig fields, hyp
 
-def split_overrides(overrides: dict[str, Any], *, source: str = "<experiment>") -> SplitOverrides:
-    settings: dict[str, Any] = {}
-    fields: dict[str, Any] = {}
-    scale_args: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    for path, value in overrides.items():
-        head, _, rest = str(path).partition(".")
+    @classmethod
+    def from_paths(cls, paths: Mapping[str, Any]) -> Overrides:
+        """Override paths -> Overrides; an unknown path raises ``FieldError`` naming it."""
+        out = cls()
+        for path, value in paths.items():
+            out = out.over(cls._one(str(path), value))
+        return out
+
+    @classmethod
+    def _one(cls, path: str, value: Any) -> Overrides:
+        head, _, rest = path.partition(".")
         if not rest:
             if head not in SETTINGS:
-                raise SpecError(
+                raise FieldError(
+                    path,
                     f"unknown override '{path}': a model setting ({', '.join(SETTINGS)}) or "
                     "NODE.FIELD, scale.*, train.*",
-                    source=source,
-                    field=str(path),
                 )
-            settings[head] = value
-        elif head == "scale":
+            return cls(settings={head: value})
+        if head == "scale":
             if rest not in SCALE_KEYS:
-                raise SpecError(
-                    f"unknown scale argument '{rest}' (known: {', '.join(SCALE_KEYS)})",
-                    source=source,
-                    field=str(path),
+                raise FieldError(
+                    path, f"unknown scale argument '{rest}' (known: {', '.join(SCALE_KEYS)})"
                 )
-            scale_args[rest] = value
-        elif head == "train":
+            return cls(scale={rest: value})
+        if head == "train":
             key, _, hyp_key = rest.partition(".")
-            if key == "hyp" and hyp_key:
-                train.setdefault("hyp", {})[hyp_key] = value
-            else:
-                train[rest] = value
-        else:
-            fields[str(path)] = value
-    return SplitOverrides(settings, fields, scale_args, train)
+            return cls(
+                train={"hyp": {hyp_key: value}} if key == "hyp" and hyp_key else {rest: value}
+            )
+        return cls(fields={path: value})
+
+    def over(self, top: Overrides) -> Overrides:
+        """These overrides with ``top``'s laid over them (``top`` wins)."""
+        return Overrides(
+            settings={**self.settings, **top.settings},
+            fields={**self.fields, **top.fields},
+            scale={**self.scale, **top.scale},
+            train=merge_train(self.train, top.train),
+        )
+
+    def paths(self) -> dict[str, Any]:
+        """The flat path form (what a row records), ``from_paths``'s inverse."""
+        train = {f"train.{k}": v for k, v in self.train.items() if k != "hyp"}
+        hyp = {f"train.hyp.{k}": v for k, v in self.train.get("hyp", {}).items()}
+        scale = {f"scale.{k}": v for k, v in self.scale.items()}
+        return {**self.settings, **self.fields, **scale, **train, **hyp}
+
+
+def check_paths(paths: Iterable[str], where: str) -> None:
+    """Refuse an unknown kind of override path (``FieldError`` at ``where.PATH``); whether
+    a NODE.FIELD path names a node is checked against the graph (``matching_nodes``)."""
+    paths = list(paths)
+    try:
+        Overrides.from_paths(dict.fromkeys(paths))
+    except FieldError as exc:
+        raise FieldError(f"{where}.{exc.field}", str(exc)) from None
+    if not paths:
+        raise FieldError(where, "needs at least one parameter")
+
+
+def merge_train(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Training settings with ``extra`` laid over ``base`` (``hyp`` merged key by key)."""
+    merged = {**base, **extra}
+    if "hyp" in base or "hyp" in extra:
+        merged["hyp"] = {**base.get("hyp", {}), **extra.get("hyp", {})}
+    return merged
 
 
 def matching_nodes(graph: BlockGraph, path: str, *, source: str) -> list[tuple[BlockNode, str]]:
@@ -132,9 +172,8 @@ def set_fields(graph: BlockGraph, fields: dict[str, Any], *, source: str) -> Blo
 
 def materialize(
     base: BlockGraph,
-    overrides: dict[str, Any] | None = None,
+    changes: Overrides | None = None,
     *,
-    scale_args: dict[str, Any] | None = None,
     name: str | None = None,
     source: str = "<experiment>",
 ) -> BlockGraph:
@@ -142,9 +181,9 @@ def materialize(
     from scaling_lab.layers.plan_repconv import parse_policy
     from scaling_lab.transforms.scale import scale
 
-    split = split_overrides(overrides or {}, source=source)
+    changes = changes or Overrides()
     graph = base
-    settings = dict(split.settings)
+    settings = dict(changes.settings)
     if isinstance(settings.get("repconv"), str):
         settings["repconv"] = parse_policy(settings["repconv"])
     for key in ("nc", "img_size"):
@@ -153,8 +192,8 @@ def materialize(
             raise SpecError(f"must be a positive integer, got {value!r}", source=source, field=key)
     if settings:
         graph = graph.with_settings(**settings)
-    graph = set_fields(graph, split.fields, source=source)
-    args = {**(scale_args or {}), **split.scale}
+    graph = set_fields(graph, changes.fields, source=source)
+    args = dict(changes.scale)
     if "width" in args and "depth" not in args and "mode" not in args:
         args["mode"] = "width"  # a width multiplier alone: plain width scaling
     if args:

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import Experiment, params_key
+from scaling_lab.sweep.experiment import Experiment, Scheduler, trial_key
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
 
@@ -97,26 +97,19 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, pending: list[dict[str,
 
 
 def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
-    if experiment.scheduler is None:
+    """A fresh ASHA scheduler (one per Tuner), or None; ``check_runnable`` checked it."""
+    cfg = experiment.scheduler
+    if not isinstance(cfg, Scheduler):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    cfg = experiment.scheduler
-    epochs = int(settings.get("epochs", 300))
-    if cfg["grace_period"] > epochs:
-        raise SpecError(
-            f"ASHA's grace_period ({cfg['grace_period']}) is longer than the training budget "
-            f"({epochs} epochs)",
-            source=experiment.path,
-            field="scheduler.grace_period",
-        )
     return ASHAScheduler(
         time_attr="training_iteration",
-        metric=cfg["metric"],
-        mode=cfg["mode"],
-        max_t=epochs,
-        grace_period=cfg["grace_period"],
-        reduction_factor=cfg["reduction_factor"],
+        metric=cfg.metric,
+        mode=cfg.mode,
+        max_t=int(settings.get("epochs", 300)),
+        grace_period=cfg.grace_period,
+        reduction_factor=cfg.reduction_factor,
     )
 
 
@@ -139,8 +132,8 @@ def _row_callback(
             self._close(trial, "failed")
 
         def _close(self, trial: Any, status: str) -> None:
-            key = _key_of(trial, experiment)
-            row = store.read(key) if key else None
+            key = trial_key(experiment, getattr(trial, "config", None) or {})
+            row = store.read(key)
             if row is not None and row.get("status") not in TERMINAL:
                 if status == "stopped" and _trained_to_the_end(row, planned_epochs):
                     status = "finished"  # ASHA stops every trial at max_t: that is the end
@@ -151,13 +144,6 @@ def _row_callback(
             write_results(results_frame(store.rows()), reports_dir)
 
     return _RowsCallback()
-
-
-def _key_of(trial: Any, experiment: Experiment) -> str | None:
-    config = getattr(trial, "config", {}) or {}
-    if experiment.search is None:
-        return config.get("variant")
-    return params_key({k: v for k, v in config.items() if k in experiment.search.space})
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -218,6 +204,59 @@ def _plan_round(
     return {}, _search_alg(experiment, sweep_dir, pending), count
 
 
+def _tuner(
+    experiment: Experiment,
+    ctx: TrialContext,
+    plan: tuple[dict[str, Any], Any, int],
+    *,
+    scheduler: Any,
+    time_left: float | None,
+    callback: Any,
+    verbose: int,
+    round_: int,
+) -> Any:
+    """One round's Tuner: the trainable with its resources, search and scheduler."""
+    from ray import tune
+
+    param_space, search_alg, num_samples = plan
+    sweep_dir = Path(ctx.store_root)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, ctx=ctx), experiment.resources.as_dict()
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=experiment.max_concurrent,
+            time_budget_s=time_left,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{round_}",
+            storage_path=str(sweep_dir / "ray"),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            callbacks=[callback],
+            verbose=verbose,
+        ),
+    )
+
+
+def _open_store(sweep_dir: Path, resume: bool) -> TrialStore:
+    """The sweep's store; a folder holding trials is only reused with ``resume``."""
+    store = TrialStore(sweep_dir)
+    if store.rows() and not resume:
+        raise SpecError(
+            f"{sweep_dir} already holds this sweep's trials: pass --resume to finish it, or "
+            "choose another --storage",
+            field="storage",
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return store
+
+
 def run_sweep(
     experiment: Experiment,
     *,
@@ -232,28 +271,12 @@ def run_sweep(
     verbose: int = 1,
 ) -> pd.DataFrame:
     """Run (or finish, with ``resume``) a sweep; returns the tidy results table."""
-    from ray import tune
-
-    experiment.check_runnable(profile_only)
+    experiment.check_runnable(profile_only, budget)
     settings = experiment.train_config(budget)
-    if experiment.trains(profile_only) and "data" not in settings:
-        raise SpecError(
-            "a training sweep needs train.data (a dataset folder or 'synth')",
-            source=experiment.path,
-            field="train",
-        )
-    scheduler = _scheduler(experiment, settings) if experiment.trains(profile_only) else None
+    trains = experiment.trains(profile_only)
     sweep_dir = Path(storage).resolve() / experiment.name
     reports_dir = Path(reports) / experiment.name
-    store = TrialStore(sweep_dir)
-    rows = store.rows()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    if rows and not resume:
-        raise SpecError(
-            f"{sweep_dir} already holds this sweep's trials: pass --resume to finish it, or "
-            "choose another --storage",
-            field="storage",
-        )
+    store = _open_store(sweep_dir, resume)
     ctx = TrialContext(
         experiment=experiment,
         store_root=str(sweep_dir),
@@ -261,7 +284,6 @@ def run_sweep(
         cwd=str(Path.cwd()),
         profile_only=profile_only,
         budget=budget,
-        retry_failed=retry_failed,
     )
     callback = _row_callback(experiment, store, reports_dir, int(settings.get("epochs", 300)))
     started = time.monotonic()
@@ -275,30 +297,16 @@ def run_sweep(
             time_left = experiment.time_budget_s - (time.monotonic() - started)
         if plan is None or (time_left is not None and time_left <= 0):
             break
-        param_space, search_alg, num_samples = plan
         init_ray(address, num_cpus)
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, ctx=dataclasses.replace(ctx, retry_failed=retry)),
-            dict(experiment.resources),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=search_alg,
-                scheduler=_scheduler(experiment, settings) if scheduler else None,  # fresh
-                num_samples=num_samples,
-                max_concurrent_trials=experiment.max_concurrent,
-                time_budget_s=time_left,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{round_}",
-                storage_path=str(sweep_dir / "ray"),
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                callbacks=[callback],
-                verbose=verbose,
-            ),
+        tuner = _tuner(
+            experiment,
+            dataclasses.replace(ctx, retry_failed=retry),
+            plan,
+            scheduler=_scheduler(experiment, settings) if trains else None,  # fresh each round
+            time_left=time_left,
+            callback=callback,
+            verbose=verbose,
+            round_=round_,
         )
         tuner.fit()
     frame = results_frame(store.rows())

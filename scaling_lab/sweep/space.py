@@ -18,15 +18,12 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from scaling_lab import schema
+from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 
-DIST_KEYS = {
-    "int": {"type", "low", "high", "step", "log"},
-    "float": {"type", "low", "high", "step", "log"},
-    "categorical": {"type", "choices"},
-}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     "<": operator.lt,
@@ -40,12 +37,37 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\
 class Distribution:
     """One searched parameter: int/float range (optional step, log) or categorical choices."""
 
-    type: str
+    type: Literal["int", "float", "categorical"]
     low: float | None = None
     high: float | None = None
     step: float | None = None
     log: bool = False
     choices: tuple[Any, ...] = ()
+
+    def check(self) -> None:
+        """What the types cannot say: the keys of each kind, bounds in order, step vs log."""
+        if self.type == "categorical":
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise FieldError("", "a categorical distribution has only 'choices'")
+            if not self.choices:
+                raise FieldError("choices", "categorical needs a non-empty list 'choices'")
+            return
+        integer = self.type == "int"
+        kind = "integer" if integer else "number"
+        if self.choices:
+            raise FieldError("choices", f"a {self.type} distribution has no 'choices'")
+        for name in ("low", "high"):
+            if not _number(getattr(self, name), integer=integer):
+                raise FieldError(name, f"'{name}' must be a finite {kind}")
+        if self.low >= self.high:
+            raise FieldError("", f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.step is not None:
+            if not _number(self.step, integer=integer) or self.step <= 0:
+                raise FieldError("step", f"'step' must be a positive {kind}")
+            if self.log:
+                raise FieldError("", "'step' and 'log: true' cannot be combined")
+        if self.log and self.low <= 0:
+            raise FieldError("low", f"'log: true' needs 'low' > 0, got {self.low}")
 
     def to_optuna(self) -> Any:
         """The equivalent ``optuna.distributions`` object (what the sampler draws from)."""
@@ -56,7 +78,9 @@ class Distribution:
                 int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
             )
         if self.type == "float":
-            return od.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+            return od.FloatDistribution(
+                float(self.low), float(self.high), log=self.log, step=self.step
+            )
         return od.CategoricalDistribution(self.choices)
 
     def corners(self) -> list[Any]:
@@ -65,53 +89,32 @@ class Distribution:
             return list(self.choices)
         if self.type == "int":
             return [int(self.low), int(self.high)]
-        return [self.low, self.high]
+        return [float(self.low), float(self.high)]
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    """A ``search_spaces/*.yaml`` file: parameters and the constraints that go with them."""
+
+    params: dict[str, Distribution]
+    constraints: tuple[str, ...] = ()
+    description: str = ""
+
+    def check(self) -> None:
+        from scaling_lab.sweep.materialize import check_paths
+
+        check_paths(self.params, "params")
 
 
 def _number(value: Any, *, integer: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
     return (isinstance(value, int) or float(value).is_integer()) if integer else True
 
 
 def parse_distribution(raw: Any, *, path: str, source: str) -> Distribution:
     """Check one parameter's mapping; every mistake names the parameter path."""
-
-    def fail(message: str) -> SpecError:
-        return SpecError(message, source=source, field=f"space.{path}")
-
-    if not isinstance(raw, dict):
-        raise fail(f"expected a mapping like {{type: int, low: 1, high: 4}}, got {raw!r}")
-    kind = raw.get("type")
-    if kind not in DIST_KEYS:
-        raise fail(f"unknown distribution type {kind!r} (known: {', '.join(DIST_KEYS)})")
-    extra = set(raw) - DIST_KEYS[kind] - {"__lines__"}
-    if extra:
-        raise fail(f"unknown key(s) {sorted(extra)} for a {kind} distribution")
-    if kind == "categorical":
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise fail("categorical needs a non-empty list 'choices'")
-        return Distribution("categorical", choices=tuple(choices))
-    integer = kind == "int"
-    low, high, step, log = raw.get("low"), raw.get("high"), raw.get("step"), raw.get("log", False)
-    for name, value in (("low", low), ("high", high)):
-        if not _number(value, integer=integer) or not math.isfinite(value):
-            raise fail(f"'{name}' must be a finite {'integer' if integer else 'number'}")
-    if low >= high:
-        raise fail(f"'low' ({low}) must be below 'high' ({high})")
-    if not isinstance(log, bool):
-        raise fail(f"'log' must be true or false, got {log!r}")
-    if step is not None:
-        if not _number(step, integer=integer) or step <= 0:
-            raise fail(f"'step' must be a positive {'integer' if integer else 'number'}")
-        if log:
-            raise fail("'step' and 'log: true' cannot be combined")
-    if log and low <= 0:
-        raise fail(f"'log: true' needs 'low' > 0, got {low}")
-    if integer:
-        return Distribution("int", int(low), int(high), int(step) if step else None, log)
-    return Distribution("float", float(low), float(high), step, log)
+    return schema.build(Distribution, raw, source=source, path=f"space.{path}")
 
 
 @dataclass(frozen=True)
@@ -129,26 +132,27 @@ class Constraint:
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
-def parse_constraint(text: Any, *, source: str, known: tuple[str, ...]) -> Constraint:
-    """``"params <= 40e6"`` -> Constraint; the metric must be one a profile measures."""
+def parse_constraint(
+    text: Any, *, source: str, known: tuple[str, ...], field: str = "constraints"
+) -> Constraint:
+    """``"params <= 40e6"`` -> Constraint; the metric must be one a profile measures
+    (``field``: where the text was written, for the error)."""
     match = _CONSTRAINT.match(text) if isinstance(text, str) else None
     if match is None:
         raise SpecError(
             f"expected 'METRIC OP NUMBER' (OP: <=, <, >=, >), got {text!r}",
             source=source,
-            field="constraints",
+            field=field,
         )
     metric, op, number = match.groups()
     if metric not in known:
         raise SpecError(
             f"constraint on unknown metric '{metric}' (known before training: {', '.join(known)})",
             source=source,
-            field="constraints",
+            field=field,
         )
     try:
         bound = float(number.replace("_", ""))
     except ValueError:
-        raise SpecError(
-            f"bad number '{number}' in {text!r}", source=source, field="constraints"
-        ) from None
+        raise SpecError(f"bad number '{number}' in {text!r}", source=source, field=field) from None
     return Constraint(metric, op, bound)

@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from scaling_lab.errors import UserError
 from scaling_lab.atomic import atomic_write, atomic_write_text
+from scaling_lab.errors import UserError
+from scaling_lab.eval_protocol import AP_KEYS
 
 TERMINAL = ("finished", "failed", "infeasible", "stopped")
 # column order of the tidy table (extra columns, e.g. ``param:PATH``, follow)
@@ -32,7 +33,7 @@ COLUMNS = (
     "experiment", "order", "key", "label", "kind", "status", "error", "model", "overrides",
     "config", "spec_hash", "spec_path", "params", "params_m", "gmacs", "gflops", "img_size",
     "form", "latency_ms", "fps", "peak_memory_mb", "latency_device", "latency_protocol",
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "epochs_done", "budget", "train_img_size", "wall_s",
+    *AP_KEYS, "epochs_done", "budget", "train_img_size", "wall_s",
     "started_at", "finished_at",
 )  # fmt: skip
 

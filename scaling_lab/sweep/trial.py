@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from scaling_lab.atomic import atomic_write_text
+from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.sweep.experiment import (
-    AP_KEYS,
     Experiment,
     Variant,
-    base_graph,
-    merge_train,
-    params_key,
+    sampled_params,
+    trial_key,
     variant_graph,
 )
-from scaling_lab.sweep.materialize import SplitOverrides, materialize, split_overrides
+from scaling_lab.sweep.materialize import Overrides, merge_train
 from scaling_lab.sweep.store import TERMINAL, TrialStore
 
 INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
@@ -63,12 +62,11 @@ def _now() -> str:
 def resolve_variant(config: dict[str, Any], ctx: TrialContext) -> tuple[Variant, dict[str, Any]]:
     """Ray's config -> the variant to run and, for a search, its sampled parameters."""
     experiment = ctx.experiment
+    key = trial_key(experiment, config)
     if experiment.search is None:
-        key = config["variant"]
         return next(v for v in experiment.variants if v.key == key), {}
-    sampled = {k: v for k, v in config.items() if k in experiment.search.space}
     # a search trial's number (and label) is its rank by start time, given by results_frame
-    return Variant(label="", order=-1, key=params_key(sampled)), sampled
+    return Variant(label="", order=-1, key=key), sampled_params(experiment, config)
 
 
 @contextlib.contextmanager
@@ -116,7 +114,7 @@ def _report(row: dict[str, Any], ctx: TrialContext) -> None:
 
 
 def _new_row(
-    variant: Variant, sampled: dict[str, Any], split: SplitOverrides, ctx: TrialContext
+    variant: Variant, sampled: dict[str, Any], changes: Overrides, ctx: TrialContext
 ) -> dict[str, Any]:
     experiment = ctx.experiment
     row: dict[str, Any] = {
@@ -128,16 +126,16 @@ def _new_row(
         "status": "running",
         "error": None,
         "model": variant.model or experiment.base,
-        "overrides": json.dumps({**variant.overrides, **sampled}, sort_keys=True, default=str),
+        "overrides": json.dumps(changes.paths(), sort_keys=True, default=str),
         "config": json.dumps(sampled, sort_keys=True, default=str) if sampled else None,
         "form": experiment.form,
         "budget": (ctx.budget or "default") if experiment.trains(ctx.profile_only) else None,
-        "train_settings": json.dumps(split.train, sort_keys=True) if split.train else None,
+        "train_settings": json.dumps(changes.train, sort_keys=True) if changes.train else None,
         "started_at": _now(),
         "wall_s": 0.0,
     }
-    if variant.scale:
-        row["scale"] = json.dumps(variant.scale, sort_keys=True)
+    if changes.scale:
+        row["scale"] = json.dumps(changes.scale, sort_keys=True)
     for path, value in sampled.items():
         row[f"param:{path}"] = value
     return row
@@ -155,7 +153,8 @@ class Trial:
         self.experiment = ctx.experiment
         self.store = TrialStore(ctx.store_root)
         self.variant, self.sampled = resolve_variant(config, ctx)
-        self.split = split_overrides({**self.variant.overrides, **self.sampled})
+        # what the trial changes, split once: the row's overrides, then the sampled values
+        self.changes = self.variant.changes.over(Overrides.from_paths(self.sampled))
         self.folder = self.store.trial_dir(self.variant.key)
         self.t0 = time.perf_counter()
         self.wall_before = 0.0
@@ -175,7 +174,7 @@ class Trial:
             if status in TERMINAL and not (self.ctx.retry_failed and status == "failed"):
                 _report(stored, self.ctx)  # already done: never trained twice
                 return
-            self.row = _new_row(self.variant, self.sampled, self.split, self.ctx)
+            self.row = _new_row(self.variant, self.sampled, self.changes, self.ctx)
             if stored is not None and stored.get("status") == "running":  # interrupted
                 self.wall_before = float(stored.get("wall_s") or 0.0)
                 self.row["order"], self.row["label"] = stored["order"], stored["label"]
@@ -193,17 +192,11 @@ class Trial:
                 self.save()
                 raise
 
-    def _graph(self):
-        experiment, variant = self.experiment, self.variant
-        if experiment.search is None:
-            return variant_graph(experiment, variant)
-        return materialize(base_graph(experiment), self.sampled, source=experiment.path)
-
     def _run(self) -> None:
         from scaling_lab.graph.block_graph import dump_spec
 
-        graph = self._graph()
-        text = dump_spec(graph)
+        graph = variant_graph(self.experiment, self.variant, self.changes)
+        text = dump_spec(graph)  # for the record: the graph itself is profiled and trained
         atomic_write_text(self.folder / "spec.yaml", text)
         spec_path = Path(self.ctx.reports_dir) / "specs" / f"{self.variant.key}.yaml"
         atomic_write_text(spec_path, text)
@@ -220,7 +213,7 @@ class Trial:
             self.row["error"] = "breaks " + ", ".join(broken)
         elif self.experiment.trains(self.ctx.profile_only):
             self.save()
-            self._train()
+            self._train(graph)
             self.row["status"] = "finished"
         else:
             self.row["status"] = "finished"
@@ -246,7 +239,7 @@ class Trial:
 
         from scaling_lab.analyze.latency import benchmark
 
-        options = dict(self.experiment.latency)
+        options = self.experiment.latency.given()
         options.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         result = benchmark(graph, **options)
         protocol = result.protocol
@@ -261,15 +254,15 @@ class Trial:
             ),
         )
 
-    def _train(self) -> None:
+    def _train(self, graph) -> None:
         import torch
 
         from scaling_lab.train.config import TrainConfig
         from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
 
-        settings = merge_train(self.experiment.train_config(self.ctx.budget), self.split.train)
-        cpus = int(self.experiment.resources.get("cpu", 1))
+        settings = merge_train(self.experiment.train_config(self.ctx.budget), self.changes.train)
+        cpus = int(self.experiment.resources.cpu)
         torch.set_num_threads(max(1, cpus))
         run_dir = self.folder / "train"
         self.row["train_img_size"] = settings.get("img_size")
@@ -287,11 +280,11 @@ class Trial:
             summary = resume(run_dir, epoch_callbacks=[on_epoch])
         else:
             config = TrainConfig(
-                model=str(self.folder / "spec.yaml"),
+                model=str(self.folder / "spec.yaml"),  # the record; trained: ``graph``
                 out=str(run_dir),
                 **{"progress": False, "tensorboard": False, **settings},
             )
-            summary = train(config, epoch_callbacks=[on_epoch])
+            summary = train(config, graph=graph, epoch_callbacks=[on_epoch])
         self.row["epochs_done"] = summary.get("epochs")
         for key in AP_KEYS:
             self.row[key] = plain_number(summary.get("metrics", {}).get(key))

@@ -5,11 +5,15 @@ loss-gain scaling of the reference's train.py."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from torch import nn
 
-AUX_ASSIGNERS = ("independent", "lead_guided", "coarse_to_fine")
+from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
+from scaling_lab.schema import FieldError
+
+AuxAssigner = Literal["independent", "lead_guided", "coarse_to_fine"]
+AUX_ASSIGNERS = get_args(AuxAssigner)
 
 
 @dataclass
@@ -24,7 +28,7 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int = 16  # total over all ranks
     nominal_batch: int = 64  # gradients accumulate to this many images per optimizer step
-    aux_assigner: str = "coarse_to_fine"
+    aux_assigner: AuxAssigner = "coarse_to_fine"
     aux_constraint: bool = True
     aux_weight: float = 0.25
     device: str | None = None  # default: cuda if available
@@ -32,7 +36,7 @@ class TrainConfig:
     workers: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
     amp: bool | None = None  # default: on for CUDA
-    schedule: str = "cosine"  # or linear
+    schedule: Literal["cosine", "linear"] = "cosine"
     warmup_min_steps: int = 1000  # the reference warms up for at least 1000 steps
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
@@ -40,18 +44,22 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every K epochs (0: last epoch only); always the last one
     eval_fused: bool = False  # also evaluate reparameterize(EMA)
     save_every: int = 0  # mid-epoch checkpoint every N steps (0: epoch ends only)
-    conf_thres: float = 0.001
-    iou_thres: float = 0.65
+    conf_thres: float = CONF_THRES
+    iou_thres: float = IOU_THRES
     tensorboard: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Refuse values the types allow (``FieldError``, a ValueError: ``scaling_lab.schema``
+        names the experiment file's key when it builds a config)."""
         if self.aux_assigner not in AUX_ASSIGNERS:
-            raise ValueError(
-                f"aux_assigner must be one of {', '.join(AUX_ASSIGNERS)}, got {self.aux_assigner}"
+            raise FieldError(
+                "aux_assigner",
+                f"aux_assigner must be one of {', '.join(AUX_ASSIGNERS)}, got {self.aux_assigner}",
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.nominal_batch < 1:
-            raise ValueError("epochs, batch_size and nominal_batch must be >= 1")
+        for name in ("epochs", "batch_size", "nominal_batch"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +84,7 @@ def scale_loss_gains(hyp: dict, *, n_levels: int, nc: int, img_size: int) -> dic
 
 
 def detect_head(model: nn.Module) -> nn.Module | None:
-    from scaling_lab.nn.modules import Detect
+    from scaling_lab.ops.modules import Detect
 
     return next((m for m in model.modules() if isinstance(m, Detect)), None)
 

@@ -27,13 +27,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from torch import nn
 
 from scaling_lab.errors import UserError
+from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.train import ddp
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import (
@@ -52,16 +53,20 @@ from scaling_lab.train.checkpoint import (
 )
 from scaling_lab.train.config import TrainConfig, detect_head, model_size, scale_loss_gains
 from scaling_lab.train.ema import ModelEMA
-from scaling_lab.train.evaluation import METRIC_KEYS, evaluate_model, fitness, model_from_spec
+from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
 from scaling_lab.train.optim import Schedule, build_sgd
 from scaling_lab.train.run_log import RunLog, plot_losses
+
+if TYPE_CHECKING:
+    from scaling_lab.graph.block_graph import BlockGraph
 
 LOSS_KEYS = ("box", "obj", "cls", "total")
 MAX_NONFINITE_AMP = 10  # consecutive non-finite losses tolerated under AMP
 
 
 class Trainer:
-    """One training run. ``checkpoint``: a loaded ``last.pt`` to continue from.
+    """One training run. ``checkpoint``: a loaded ``last.pt`` to continue from; ``graph``: the
+    model as a BlockGraph (a sweep's trial), else ``cfg.model`` names it (zoo name or path).
 
     ``callbacks`` are called as ``cb(trainer, row)`` after every step (``row`` is the logged
     step); an exception raised there stops the run like a crash would (tests use this).
@@ -77,8 +82,10 @@ class Trainer:
         callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
         epoch_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
         checkpoint: dict[str, Any] | None = None,
+        graph: BlockGraph | None = None,
     ) -> None:
         self.cfg = cfg
+        self.graph = graph
         self.backends = backends or Backends()
         self.callbacks = list(callbacks)
         self.epoch_callbacks = list(epoch_callbacks)
@@ -107,8 +114,7 @@ class Trainer:
         self.device = ddp.setup(self.dist, device)
         seed_everything(cfg.seed + max(self.dist.rank, 0))
         self.info = backends.get_resolve_data()(cfg.data)
-        self.spec_text = self.ckpt["spec"] if self.ckpt else self._spec_text()
-        self.model = model_from_spec(self.spec_text).to(self.device)
+        self.model = self._build_model().to(self.device)
         self.img_size = self.model.layer_graph.input_shape.h
         self.nc = int(self.model.layer_graph.meta["nc"])
         if self.ckpt:
@@ -153,12 +159,20 @@ class Trainer:
         if self.is_main:
             self._write_run_files()
 
-    def _spec_text(self) -> str:
+    def _build_model(self) -> nn.Module:
+        """The model, and ``spec_text``: what run folder and checkpoints store, so that a
+        checkpoint rebuilds its model on its own. Resuming builds it from that text."""
         from scaling_lab.graph.block_graph import dump_spec
-        from scaling_lab.models import get_block_graph
+        from scaling_lab.models import create_model, get_block_graph
 
+        if self.ckpt:
+            self.spec_text = self.ckpt["spec"]
+            return model_from_spec(self.spec_text)
         nc = self.cfg.nc or int(self.info.nc)
-        return dump_spec(get_block_graph(self.cfg.model, nc=nc, img_size=self.cfg.img_size))
+        model = self.graph if self.graph is not None else self.cfg.model
+        graph = get_block_graph(model, nc=nc, img_size=self.cfg.img_size)
+        self.spec_text = dump_spec(graph)
+        return create_model(graph)
 
     def _train_loader(self) -> Any:
         cfg = self.cfg
@@ -461,7 +475,7 @@ class Trainer:
             row["fitness"] = score
         else:
             row["fitness"] = None
-        for key in METRIC_KEYS:
+        for key in AP_KEYS:
             row[key] = self.metrics.get(key) if evaluate else None
             if cfg.eval_fused:
                 row[f"fused_{key}"] = self.fused_metrics.get(key) if evaluate else None
@@ -525,18 +539,20 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 def train(
     cfg: TrainConfig,
     *,
+    graph: BlockGraph | None = None,
     backends: Backends | None = None,
     callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
     epoch_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
 ) -> dict[str, Any]:
-    """Run a fresh training run into ``cfg.out``; returns the ``metrics.json`` content."""
+    """Run a fresh training run into ``cfg.out``; returns the ``metrics.json`` content.
+    ``graph``: the model itself (``cfg.model`` then only names it in the run's record)."""
     last = Path(cfg.out) / "weights" / "last.pt"
     if last.exists():
         raise UserError(
             "already holds a run: resume it or choose another --out", source=str(cfg.out)
         )
     hooks = {"callbacks": callbacks, "epoch_callbacks": epoch_callbacks}
-    return Trainer(cfg, backends=backends, **hooks).fit()
+    return Trainer(cfg, backends=backends, graph=graph, **hooks).fit()
 
 
 def resume(

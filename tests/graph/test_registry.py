@@ -1,12 +1,13 @@
 """A block defined outside the package, through the public registry."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 import torch
 
 from scaling_lab import count_graph, create_model, get_layer_graph, register_block
-from scaling_lab.graph.registry import unregister_block
+from scaling_lab.graph.registry import BlockType, FieldError, make_cfg, unregister_block
 from scaling_lab.spec import SpecError
 from tests.conftest import graph_from
 
@@ -61,3 +62,35 @@ def test_registering_twice_is_an_error(ghost):
 def test_unregistered_block_is_unknown():
     with pytest.raises(SpecError, match="unknown block type 'ghost_test'"):
         graph_from(SPEC)
+
+
+@dataclass(frozen=True)
+class PoolCfg:
+    """A user block with typed fields: tuples, literals and a check()."""
+
+    k: tuple[int, ...] = (5, 9)
+    mode: Literal["max", "avg"] = "max"
+
+    def check(self) -> None:
+        if any(k % 2 == 0 for k in self.k):
+            raise FieldError("k", f"kernels must be odd, got {list(self.k)}")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"k": [3, 5]}, None),
+        ({"k": [3, "5"]}, "field 'k[1]': must be int, got '5'"),
+        ({"k": [3, 4]}, "field 'k': kernels must be odd, got [3, 4]"),
+        ({"mode": "min"}, "field 'mode': must be one of 'max', 'avg', got 'min'"),
+        ({"kernel": 3}, "field 'kernel': unknown field for block 'pool_test' (known: k, mode)"),
+    ],
+)
+def test_a_user_blocks_fields_are_checked_from_its_type_hints(fields, message):
+    block = BlockType("pool_test", PoolCfg, lambda cfg, inputs, lb: inputs[0], "fixed", 1)
+    if message is None:
+        assert make_cfg(block, fields) == PoolCfg(k=(3, 5))  # a YAML list becomes the tuple
+        return
+    with pytest.raises(SpecError) as info:
+        make_cfg(block, fields)
+    assert str(info.value) == message

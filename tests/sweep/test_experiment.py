@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import load_experiment, params_key
-from scaling_lab.sweep.materialize import materialize, split_overrides
+from scaling_lab.errors import UserError
+from scaling_lab.sweep.experiment import load_experiment, params_key, trial_key
+from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.space import parse_constraint, parse_distribution
 
 HERE = Path(__file__).parent
@@ -54,7 +54,8 @@ def test_variants_get_keys_in_declared_order():
         "03-narrow",
     ]
     assert exp.baseline == "base" and exp.against == "narrow"
-    assert exp.variants[1].overrides == {"repconv": "planned"}
+    assert exp.variants[1].changes == Overrides(settings={"repconv": "planned"})
+    assert exp.variants[3].changes.scale == {"width": 0.5, "mode": "width"}
 
 
 @pytest.mark.parametrize(
@@ -63,17 +64,25 @@ def test_variants_get_keys_in_declared_order():
         (("elan2.depth", "elan9.depth"), "unknown node path 'elan9.depth': no node 'elan9'"),
         (("elan2.depth", "elan2.width"), "block 'elan' has no field 'width'"),
         (("elan2.depth", "zz*.act"), "no node matching 'zz*' has a field 'act'"),
-        (("type: int, low: 1", "type: gauss, low: 1"), "unknown distribution type 'gauss'"),
+        (
+            ("type: int, low: 1", "type: gauss, low: 1"),
+            "'search.space.elan2.depth.type': must be one of 'int'",
+        ),
         (("low: 1, high: 3", "low: 3, high: 1"), "'low' (3) must be below 'high' (1)"),
         (("step: 0.25", "step: 0.25, log: true"), "'step' and 'log: true' cannot be combined"),
         (("choices: [none, planned]", "choices: []"), "non-empty list 'choices'"),
-        (("metrics: [params, gflops, AP]", "metrics: [params, mAP]"), "unknown metric 'mAP'"),
+        (
+            ("metrics: [params, gflops, AP]", "metrics: [params, mAP]"),
+            "'metrics[1]': must be one of 'params', 'gmacs'",
+        ),
         (("params: min}", "latency: min}"), "objective 'latency_ms' is not collected"),
         (("params <= 4e6", "weight <= 4e6"), "constraint on unknown metric 'weight'"),
         (("params <= 4e6", "params about 4e6"), "expected 'METRIC OP NUMBER'"),
         (("trials: 4", "trials: 0"), "must be an integer >= 1"),
-        (("{AP: max", "{AP: up"), "mode must be max or min"),
-        (("epochs: 1}", "epochs: 1, lr: 3}"), "unknown training setting 'lr'"),
+        (("{AP: max", "{AP: up"), "'search.objectives.AP': must be one of 'max', 'min', got 'up'"),
+        (("epochs: 1}", "epochs: 1, lr: 3}"), ":11: field 'train': unknown key 'lr' (known: data,"),
+        (("epochs: 1}", "epochs: 0}"), ":11: field 'train.epochs': must be >= 1, got 0"),
+        (("trials: 4", "trials: four"), ":8: field 'search.trials': must be int, got 'four'"),
         (("base: yolov7-tiny", "base: yolov99"), "yolov99"),
     ],
 )
@@ -81,7 +90,7 @@ def test_bad_experiments_are_rejected_with_a_clear_error(tmp_path, edit, message
     old, new = edit
     assert old in SEARCH
     path = write(tmp_path, SEARCH.replace(old, new))
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(UserError) as info:
         exp = load_experiment(path)
         exp.check_runnable(profile_only=False)
     assert message in str(info.value)
@@ -90,7 +99,7 @@ def test_bad_experiments_are_rejected_with_a_clear_error(tmp_path, edit, message
 
 def test_objective_on_ap_is_refused_for_a_profile_only_run(tmp_path):
     exp = load_experiment(write(tmp_path, SEARCH))
-    with pytest.raises(SpecError, match=r"objective 'AP' is not collected \(--profile-only"):
+    with pytest.raises(UserError, match=r"objective 'AP' is not collected \(--profile-only"):
         exp.check_runnable(profile_only=True)
 
 
@@ -98,7 +107,7 @@ def test_a_search_value_a_block_refuses_is_caught_before_any_trial(tmp_path):
     text = SEARCH.replace(
         "elan2.depth: {type: int, low: 1, high: 3}", "elan2.tap_every: {type: int, low: 1, high: 9}"
     )
-    with pytest.raises(SpecError, match="elan2"):
+    with pytest.raises(UserError, match="elan2"):
         load_experiment(write(tmp_path, text))
 
 
@@ -109,25 +118,36 @@ def test_a_search_value_a_block_refuses_is_caught_before_any_trial(tmp_path):
         ("  - label: a\n    overrides: {elan2.depht: 3}\n", "no field 'depht'"),
         ("  - label: a\n    overrides: {elan2.depth: two}\n", "must be int"),
         ("  - label: a\n    scale: {depth: -1}\n", "'depth' must be > 0"),
-        ("  - label: a\n    colour: red\n", "unknown key 'colour'"),
+        ("  - label: a\n    colour: red\n", ":4: field 'variants\\[0\\]': unknown key 'colour'"),
         ("  - label: a\n    overrides: {widths: 2}\n", "unknown override 'widths'"),
+        (
+            "  - a\n  - label: b\n    scale: {depht: 2}\n",
+            ":5: field 'variants\\[1\\].scale': unknown key",
+        ),
+        (
+            "  - label: a\n    overrides: {elan9.depth: 2}\n",
+            ":3: field 'elan9.depth': unknown node path 'elan9.depth'",
+        ),
+        ("  - model: yolov7\n", "field 'variants\\[0\\]': required key 'label' missing"),
     ],
 )
 def test_bad_variants_are_rejected(tmp_path, variants, message):
     text = f"base: yolov7-tiny\nvariants:\n{variants}"
-    with pytest.raises(SpecError, match=message):
-        load_experiment(write(tmp_path, text))
+    path = write(tmp_path, text)
+    with pytest.raises(UserError, match=message) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(str(path))
 
 
 def test_variants_and_search_are_exclusive(tmp_path):
     text = SEARCH + "variants: [a]\n"
-    with pytest.raises(SpecError, match="not both"):
+    with pytest.raises(UserError, match="not both"):
         load_experiment(write(tmp_path, text))
 
 
 def test_unknown_top_level_key_names_its_line(tmp_path):
     path = write(tmp_path, SEARCH + "schedular: asha\n")
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(UserError) as info:
         load_experiment(path)
     assert "unknown key 'schedular'" in str(info.value)
     assert f"{path}:12" in str(info.value)
@@ -135,7 +155,7 @@ def test_unknown_top_level_key_names_its_line(tmp_path):
 
 def test_unknown_budget_is_named(tmp_path):
     exp = load_experiment(write(tmp_path, SEARCH))
-    with pytest.raises(SpecError, match="unknown budget 'paper'"):
+    with pytest.raises(UserError, match="unknown budget 'paper'"):
         exp.train_config("paper")
 
 
@@ -157,9 +177,8 @@ def test_overrides_set_every_matching_node_and_scale_comes_last():
     from scaling_lab.models import get_block_graph
 
     base = get_block_graph("yolov7-tiny")
-    graph = materialize(
-        base, {"elan*.depth": 3, "act": "silu", "scale.width": 0.5, "scale.mode": "width"}
-    )
+    changes = {"elan*.depth": 3, "act": "silu", "scale.width": 0.5, "scale.mode": "width"}
+    graph = materialize(base, Overrides.from_paths(changes))
     depths = {n.name: n.cfg.depth for n in graph.nodes if n.type == "elan"}
     assert {depths[f"elan{i}"] for i in range(1, 5)} == {3}
     assert depths["td4"] == base.node("td4").cfg.depth == 2  # not matched by elan*
@@ -168,20 +187,39 @@ def test_overrides_set_every_matching_node_and_scale_comes_last():
     assert base.node("elan2").cfg.depth == 2  # the base is never changed
 
 
-def test_split_overrides_sorts_paths_by_what_they_change():
-    split = split_overrides(
-        {
-            "repconv": "planned",
-            "elan2.depth": 3,
-            "scale.depth": 1.5,
-            "train.aux_weight": 0.5,
-            "train.hyp.lr0": 0.02,
-        }
-    )
+def test_overrides_sort_paths_by_what_they_change_and_lay_over_each_other():
+    paths = {
+        "repconv": "planned",
+        "elan2.depth": 3,
+        "scale.depth": 1.5,
+        "train.aux_weight": 0.5,
+        "train.hyp.lr0": 0.02,
+    }
+    split = Overrides.from_paths(paths)
     assert split.settings == {"repconv": "planned"}
     assert split.fields == {"elan2.depth": 3}
     assert split.scale == {"depth": 1.5}
     assert split.train == {"aux_weight": 0.5, "hyp": {"lr0": 0.02}}
+    assert split.paths() == paths  # the record's flat form reads back the same
+    top = Overrides.from_paths({"train.hyp.lrf": 0.1, "elan2.depth": 4})
+    laid = split.over(top)
+    assert laid.train == {"aux_weight": 0.5, "hyp": {"lr0": 0.02, "lrf": 0.1}}
+    assert laid.fields == {"elan2.depth": 4}
+
+
+def test_a_variants_repconv_scale_and_train_keys_win_over_its_override_paths(tmp_path):
+    text = (
+        "base: yolov7-tiny\nvariants:\n  - label: a\n"
+        "    overrides: {repconv: all, scale.width: 0.25, train.epochs: 9, elan2.depth: 3}\n"
+        "    repconv: planned\n    scale: {width: 0.5}\n    train: {epochs: 2}\n"
+    )
+    (variant,) = load_experiment(write(tmp_path, text), check_graphs=False).variants
+    assert variant.changes == Overrides(
+        settings={"repconv": "planned"},
+        fields={"elan2.depth": 3},
+        scale={"width": 0.5},
+        train={"epochs": 2},
+    )
 
 
 def test_distribution_maps_to_the_same_optuna_distribution():
@@ -208,6 +246,15 @@ def test_constraint_holds_only_on_the_right_side():
 def test_params_key_is_stable_and_distinguishes_configs():
     assert params_key({"a": 1, "b": "x"}) == params_key({"b": "x", "a": 1})
     assert params_key({"a": 1}) != params_key({"a": 2})
+
+
+def test_trial_key_names_a_variant_by_its_key_and_a_search_trial_by_its_sampled_values(tmp_path):
+    grid = load_experiment(HERE / "tiny_train.yaml", check_graphs=False)
+    assert trial_key(grid, {"variant": "02-silu"}) == "02-silu"
+    search = load_experiment(write(tmp_path, SEARCH), check_graphs=False)
+    sampled = {"elan2.depth": 2, "scale.width": 0.5, "repconv": "none"}
+    key = trial_key(search, {**sampled, "other": 1})  # Ray's config holds more keys
+    assert key == params_key(sampled) and key.startswith("s-")
 
 
 def test_cli_reports_a_bad_experiment_in_one_line(tmp_path, capsys):
@@ -237,8 +284,8 @@ def test_asha_is_built_from_the_experiment(tmp_path):
 
     text = SEARCH + "scheduler: {type: asha, metric: AP50, grace_period: 2}\n"
     exp = load_experiment(write(tmp_path, text), check_graphs=False)
-    with pytest.raises(SpecError, match=r"grace_period \(2\) is longer than .* \(1 epochs\)"):
-        _scheduler(exp, exp.train_config())
+    with pytest.raises(UserError, match=r"grace_period \(2\) is longer than .* \(1 epochs\)"):
+        exp.check_runnable(profile_only=False)
     scheduler = _scheduler(exp, {**exp.train_config(), "epochs": 8})
     assert isinstance(scheduler, ASHAScheduler)
     assert (scheduler._metric, scheduler._mode, scheduler._max_t) == ("AP50", "max", 8)
@@ -252,13 +299,15 @@ def test_asha_is_built_from_the_experiment(tmp_path):
 @pytest.mark.parametrize(
     ("scheduler", "message"),
     [
-        ("{type: hyperband}", "unknown scheduler 'hyperband'"),
+        ("{type: hyperband}", ":12: field 'scheduler.type': must be one of 'asha', got 'hyp"),
+        ("{type: asha, grace: 2}", ":12: field 'scheduler': unknown key 'grace' \\(known: type,"),
+        ("often", "field 'scheduler': must be a mapping \\(Scheduler\\) or one of 'none', 'asha'"),
         ("{type: asha, metric: params}", "ASHA ranks trials by a per-epoch metric"),
         ("{type: asha, reduction_factor: 1}", "must be >= 2"),
     ],
 )
 def test_bad_scheduler_is_rejected(tmp_path, scheduler, message):
-    with pytest.raises(SpecError, match=message):
+    with pytest.raises(UserError, match=message):
         load_experiment(write(tmp_path, SEARCH + f"scheduler: {scheduler}\n"), check_graphs=False)
 
 
@@ -267,8 +316,19 @@ def test_a_variants_training_settings_are_checked_up_front(tmp_path):
         "base: yolov7-tiny\ntrain: {data: synth}\n"
         "variants:\n  - label: a\n    train: {aux_assigner: nonsense}\n"
     )
-    with pytest.raises(SpecError, match=r"variant 'a': train.*aux_assigner must be one of"):
+    with pytest.raises(
+        UserError, match=r":5: field 'variants\[0\].train.aux_assigner': must be one"
+    ):
         load_experiment(write(tmp_path, text))
     text = text.replace("aux_assigner: nonsense", "not_a_field: 3")
-    with pytest.raises(SpecError, match="unknown training setting 'not_a_field'"):
+    with pytest.raises(UserError, match=r"field 'variants\[0\].train': unknown key 'not_a_field'"):
+        load_experiment(write(tmp_path, text))
+    # a row's setting that only a budget's makes invalid, and a path override
+    text = text.replace("not_a_field: 3", "nominal_batch: 0")
+    with pytest.raises(
+        UserError, match=r":4: field 'variants\[0\].train.nominal_batch': must be >= 1"
+    ):
+        load_experiment(write(tmp_path, text))
+    text = text.replace("train: {nominal_batch: 0}", "overrides: {train.epochs: 0}")
+    with pytest.raises(UserError, match=r":4: field 'variants\[0\].train.epochs': must be >= 1"):
         load_experiment(write(tmp_path, text))

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from scaling_lab import resolve_spec
+from scaling_lab import ops, resolve_spec
 from scaling_lab.analyze.profile import profile
-from scaling_lab.layers import layer_graph as lg
 from scaling_lab.layers.plan_repconv import feeds_join
 from scaling_lab.models import get_block_graph, get_layer_graph
 from scaling_lab.sweep.experiment import load_experiment, variant_graph
-from scaling_lab.sweep.materialize import split_overrides
+from scaling_lab.sweep.materialize import merge_train
 from scaling_lab.sweep.reference import paper_rows
 from scaling_lab.train.config import TrainConfig
 
@@ -41,7 +40,7 @@ def graphs(name: str) -> dict:
 def repconvs(graph) -> frozenset[tuple[str, bool]]:
     """(layer, has identity) of every RepConv of the training-form layer graph."""
     layers = get_layer_graph(graph)
-    return frozenset((x.name, x.op.identity) for x in layers if isinstance(x.op, lg.RepConv))
+    return frozenset((x.name, x.op.identity) for x in layers if isinstance(x.op, ops.RepConv))
 
 
 def deploy_cost(graph) -> tuple[int, float]:
@@ -74,15 +73,13 @@ def test_experiment_loads_and_its_rows_are_paper_rows(name):
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_row_trains_with_valid_settings(name):
-    """load_experiment does not check a variant's own ``train`` settings: do it here, for the
-    default budget and every named one (TrainConfig rejects unknown keys and bad values)."""
+    """Each row's training settings over the default budget and every named one make a
+    TrainConfig (TrainConfig rejects unknown keys and bad values)."""
     exp = experiment(name)
     for budget, variant in itertools.product([None, *exp.budgets], exp.variants or [None]):
         settings = exp.train_config(budget)
         if variant is not None:
-            extra = split_overrides(variant.overrides).train
-            hyp = {**settings.get("hyp", {}), **extra.get("hyp", {})}
-            settings = {**settings, **extra, "hyp": hyp}
+            settings = merge_train(settings, variant.changes.train)
         TrainConfig(**{"model": "-", "data": "synth", **settings})
 
 
@@ -118,7 +115,7 @@ def test_table2_latency_options_are_accepted():
 
     exp = experiment("table2_zoo.yaml")
     assert exp.wants("latency_ms") and exp.form == "deploy"
-    options = {k: v for k, v in exp.latency.items() if k != "channels_last"}
+    options = {k: v for k, v in exp.latency.given().items() if k != "channels_last"}
     resolve_request(**options)
 
 
@@ -132,7 +129,7 @@ def test_table4_rows_are_pairwise_different_planned_placements():
     consumers = layers.consumers()
     elans = {n.name for n in get_block_graph(exp.base).nodes if n.type == "elan"}
     for layer in layers:
-        if isinstance(layer.op, lg.RepConv):
+        if isinstance(layer.op, ops.RepConv):
             assert layer.node in elans, layer.name  # only the ELANs' 3x3 convs change
             # planned: no identity branch into the concat
             assert layer.op.identity != feeds_join(layer, consumers), layer.name
@@ -155,7 +152,7 @@ def test_table5_repcsp_puts_repconv_in_the_backbone_dark_blocks_only():
     consumers = get_layer_graph(rep).consumers()
     for name in changed:  # each the 3x3 of a residual dark block: it feeds the add
         assert name.startswith("stage")
-        assert any(isinstance(c.op, lg.Add) for c in consumers[name]), name
+        assert any(isinstance(c.op, ops.Add) for c in consumers[name]), name
     assert deploy_cost(base) == deploy_cost(rep)
 
 
@@ -184,10 +181,10 @@ def test_table5_rcsp_reverses_only_the_backbone_dark_blocks_at_equal_cost():
 def test_aux_tables_differ_only_in_training(name):
     exp = experiment(name)
     for variant in exp.variants:
-        split = split_overrides(variant.overrides)
-        assert not (split.settings or split.fields or split.scale or variant.scale)
+        changes = variant.changes
+        assert not (changes.settings or changes.fields or changes.scale)
         assert variant.model is None
     base = exp.variants[0]
-    assert base.label.startswith("base") and base.overrides == {"train.aux_weight": 0.0}
-    assert all(v.overrides.get("train.aux_weight", 0.25) > 0 for v in exp.variants[1:])
+    assert base.label.startswith("base") and base.changes.train == {"aux_weight": 0.0}
+    assert all(v.changes.train.get("aux_weight", 0.25) > 0 for v in exp.variants[1:])
     assert exp.train_config("paper")["img_size"] == 1280

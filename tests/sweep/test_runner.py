@@ -235,7 +235,7 @@ def test_multi_objective_search_reports_its_pareto_set(tmp_path):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6 and all(len(t.values) == 2 for t in complete)
 
-    from scaling_lab.sweep.report import write_sweep_report
+    from scaling_lab.report.sweep_report import write_sweep_report
 
     paths = write_sweep_report(experiment, reports=tmp_path / "reports")
     out = tmp_path / "reports" / experiment.name
