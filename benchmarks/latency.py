@@ -17,7 +17,7 @@ For each model (default: yolov7-tiny and yolov7 at 640, CPU) the variants are:
   against this floor, or rerun.
 
 Protocol: batch 1, fp32, one random input per model, ``torch.inference_mode``, gc off,
-``time.perf_counter_ns`` per call (``scaling_lab.analyze.latency.time_calls``). Each variant
+``time.perf_counter_ns`` per call (``scaling_lab.analyze.timing.time_calls``). Each variant
 first gets ``--warmup`` untimed calls. Then rounds: in each round every variant runs
 ``--iters`` (default 1) timed calls, the variants in a new random order every round (seeded),
 so drift and bursts of load hit them alike and no variant always follows the same one (with
@@ -74,7 +74,7 @@ import torch
 from torch import nn
 
 import scaling_lab
-from scaling_lab.analyze import latency
+from scaling_lab.analyze import latency, timing
 from scaling_lab.nn.reparam import reparameterize
 
 OTHER_CPU_LIMIT = 10.0  # % of the machine other processes may use before a warning
@@ -386,7 +386,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     round_ms = 0.0
     with torch.inference_mode():
         for v in variants:
-            warm = latency.time_calls(v.step, args.warmup)
+            warm = timing.time_calls(v.step, args.warmup)
             v.iters = args.iters
             round_ms += statistics.median(warm) * v.iters
             print(f"   {v.name:<14} warm-up {len(warm)} calls, ~{statistics.median(warm):.1f} ms")
@@ -398,7 +398,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         order = rng.sample(variants, len(variants))
         with OtherCpu() as other, torch.inference_mode():
             for v in order:
-                samples = latency.time_calls(v.step, v.iters)
+                samples = timing.time_calls(v.step, v.iters)
                 v.samples += samples
                 v.rounds.append(statistics.median(samples))
         other_pct.append(other.pct)
@@ -426,7 +426,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
             v.name: {
                 "latency_ms": statistics.median(v.rounds),
                 "round_medians_ms": v.rounds,
-                "p90_ms": latency.summarize(v.samples).p90_ms,
+                "p90_ms": timing.summarize(v.samples).p90_ms,
                 "min_ms": min(v.samples),
                 "iters_per_round": v.iters,
                 "compile_s": v.compile_s,
@@ -460,13 +460,13 @@ RATIO_MEANING = {
 def protocol(args: argparse.Namespace) -> dict:
     return {
         "device": "cpu",
-        "device_name": latency.device_name("cpu"),
+        "device_name": timing.device_name("cpu"),
         "threads": torch.get_num_threads(),
         "dtype": "fp32",
         "batch": 1,
         "img_size": args.img,
         "input": "one random tensor per model, made once; inference_mode; gc off",
-        "timer": "time.perf_counter_ns around each call (scaling_lab.analyze.latency.time_calls)",
+        "timer": "time.perf_counter_ns around each call (scaling_lab.analyze.timing.time_calls)",
         "warmup": args.warmup,
         "rounds": args.rounds
         or f"auto: ~{args.budget_s:g} s of timed calls per model, {MIN_ROUNDS}..{MAX_ROUNDS}",
@@ -480,7 +480,7 @@ def protocol(args: argparse.Namespace) -> dict:
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "load_avg_start": latency.load_average(),
+        "load_avg_start": timing.load_average(),
     }
 
 
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch._inductor.config as inductor_config
 
         inductor_config.force_disable_caches = True
-    malloc = latency.allocator_note() if args.default_malloc else fix_malloc()
+    malloc = timing.allocator_note() if args.default_malloc else fix_malloc()
     proto = protocol(args)
     proto["malloc"] = malloc
     print("protocol")
@@ -637,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<16} {value}")
     t0 = time.perf_counter()
     results = [run_model(name, args) for name in names]
-    proto["load_avg_end"] = latency.load_average()
+    proto["load_avg_end"] = timing.load_average()
     proto["total_s"] = round(time.perf_counter() - t0, 1)
     print_report(results)
     csv_path, json_path = write_reports(results, proto, args.out)

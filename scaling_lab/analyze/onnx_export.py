@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaling_lab.analyze import latency
+from scaling_lab.analyze import latency, timing
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -200,15 +200,15 @@ def ort_latency(
     threads: int | None = None,
     warmup: int | None = None,
     iters: int | None = None,
-) -> latency.LatencyResult:
-    """ONNX Runtime latency of an exported model, under the same protocol as
-    ``latency.measure_latency`` (fp32; ``session.run`` is synchronous and, on CUDA,
-    includes the copies of the input and output between host and device)."""
+) -> timing.LatencyResult:
+    """ONNX Runtime latency of an exported model, under the protocol of ``analyze.timing``
+    (fp32; ``session.run`` is synchronous and, on CUDA, includes the copies of the input and
+    output between host and device, so it is always timed by the host clock)."""
     import numpy as np
     import torch
 
     ort = _require("onnxruntime")
-    req = latency.resolve_request(
+    req = timing.resolve_request(
         device=device or "cpu",
         dtype="fp32",
         batch=1 if batch is None else batch,
@@ -216,7 +216,37 @@ def ort_latency(
         iters=iters,
         threads=threads,
     )
-    batch = req.batch
+    _check_batch(path, req.batch)
+    load = timing.load_average()
+    session = _session(path, req.device, req.threads)
+    x = torch.rand(req.batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}
+    for _ in range(req.warmup):
+        session.run([OUTPUT_NAME], feed)
+    samples = timing.time_calls(lambda: session.run([OUTPUT_NAME], feed), req.iters, "cpu")
+    provider = session.get_providers()[0]
+    card = timing.protocol_card(
+        req,
+        model=model_name,
+        runtime=f"onnxruntime {ort.__version__} ({provider}, graph optimizations all)",
+        img_size=img_size,
+        input=f"random tensor as a numpy array, exported file {Path(path).name}",
+        timer="time.perf_counter_ns around each session.run (synchronous), gc off",
+        threads=session.get_session_options().intra_op_num_threads or torch.get_num_threads(),
+        cuda_events=False,
+        load_avg_1m=load,
+        device_label=provider if req.device.startswith("cuda") else None,
+    )
+    return timing.LatencyResult(
+        protocol=card,
+        stats=timing.summarize(samples),
+        samples_ms=tuple(samples),
+        peak_memory_mb=timing.rss_peak_mb(),
+    )
+
+
+def _check_batch(path: str | Path, batch: int) -> None:
+    """Refuse a batch the file cannot take (a fixed batch axis; unchecked without ``onnx``)."""
     shape = onnx_input_shape(path) if _has_onnx() else None
     if shape is not None and shape[0] != "batch" and shape[0] != batch:
         raise SpecError(
@@ -224,49 +254,6 @@ def ort_latency(
             f"time batch {batch}",
             field="batch",
         )
-    load = latency.load_average()
-    session = _session(path, req.device, req.threads)
-    x = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
-    feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}
-    for _ in range(req.warmup):
-        session.run([OUTPUT_NAME], feed)
-    samples = latency.time_calls(lambda: session.run([OUTPUT_NAME], feed), req.iters, "cpu")
-    options = session.get_session_options()
-    is_cuda = req.device.startswith("cuda")
-    provider = session.get_providers()[0]
-    protocol = latency.Protocol(
-        model=model_name,
-        form="deploy",
-        runtime=f"onnxruntime {ort.__version__} ({provider}, graph optimizations all)",
-        device=req.device,
-        device_name=latency.device_name(req.device) if not is_cuda else provider,
-        dtype="fp32",
-        batch=batch,
-        img_size=img_size,
-        input=f"random tensor as a numpy array, exported file {Path(path).name}",
-        channels_last=False,
-        compile=False,
-        cuda_graph=False,
-        threads=options.intra_op_num_threads or torch.get_num_threads(),
-        warmup=req.warmup,
-        iters=req.iters,
-        timer="time.perf_counter_ns around each session.run (synchronous), gc off",
-        statistic="median over calls; FPS = batch / median",
-        memory="process RSS high-water mark (getrusage ru_maxrss; includes torch and the build)",
-        preset=None,
-        torch_version=torch.__version__,
-        cuda_version=None,
-        python=latency.platform.python_version(),
-        platform=latency.platform.platform(terse=True),
-        load_avg_1m=load,
-        allocator=latency.allocator_note(),
-    )
-    return latency.LatencyResult(
-        protocol=protocol,
-        stats=latency.summarize(samples),
-        samples_ms=tuple(samples),
-        peak_memory_mb=latency.rss_peak_mb(),
-    )
 
 
 def _has_onnx() -> bool:

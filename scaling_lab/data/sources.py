@@ -196,77 +196,110 @@ def parse_coco(
     ann_file, images_dir = Path(ann_file), Path(images_dir)
     data = _load_json(ann_file)
     cats = coco_categories(data, ann_file)
-    if expect_categories is not None and [c for c, _ in cats] != [c for c, _ in expect_categories]:
-        raise DataError(
-            "categories differ from the other split's "
-            f"({len(cats)} vs {len(expect_categories)} categories)",
-            source=ann_file,
-        )
-    cat_index = {cid: i for i, (cid, _) in enumerate(cats)}
+    _check_same_categories(cats, expect_categories, ann_file)
+    images = _coco_images(data, ann_file)
     issues = IssueLog(ann_file)
-
-    images: dict[int, dict] = {}
-    for i, img in enumerate(data["images"]):
-        iid = _int_field(img, "id", f"image #{i}", ann_file)
-        if iid in images:
-            raise DataError(f"duplicate image id {iid}", source=ann_file)
-        if not isinstance(img.get("file_name"), str):
-            raise DataError(f"image {iid}: missing 'file_name'", source=ann_file)
-        images[iid] = img
-
-    boxes: dict[int, list[np.ndarray]] = {iid: [] for iid in images}
-    classes: dict[int, list[int]] = {iid: [] for iid in images}
-    sizes: dict[int, tuple[int, int]] = {}
-    for i, ann in enumerate(data["annotations"]):
-        aid = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
-        where = f"annotation {aid}"
-        iid = _int_field(ann, "image_id", where, ann_file)
-        if iid not in images:
-            raise DataError(f"{where}: unknown image_id {iid}", source=ann_file)
-        cid = _int_field(ann, "category_id", where, ann_file)
-        if cid not in cat_index:
-            known = ", ".join(str(c) for c, _ in cats[:10]) + (" ..." if len(cats) > 10 else "")
-            raise DataError(
-                f"{where} (image {iid}): unknown category_id {cid} (known: {known})",
-                source=ann_file,
-            )
-        if ann.get("iscrowd", 0):
-            continue
-        bbox = ann.get("bbox")
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
-        ):
-            raise DataError(
-                f"{where}: 'bbox' must be 4 finite numbers, got {bbox!r}", source=ann_file
-            )
-        if iid not in sizes:
-            img = images[iid]
-            if isinstance(img.get("width"), int) and isinstance(img.get("height"), int):
-                sizes[iid] = (img["width"], img["height"])
-            else:
-                sizes[iid] = _image_size(images_dir / img["file_name"])
-        x, y, w, h = (float(v) for v in bbox)
-        box = _clean_box(np.array([x, y, x + w, y + h]), *sizes[iid], issues, where)
-        if box is not None:
-            boxes[iid].append(box)
-            classes[iid].append(cat_index[cid])
-
+    boxes, classes, sizes = _coco_objects(data, images, cats, images_dir, issues, ann_file)
     records = []
     for iid, img in images.items():
-        if iid in sizes:
-            width, height = sizes[iid]
-        elif isinstance(img.get("width"), int) and isinstance(img.get("height"), int):
-            width, height = img["width"], img["height"]
-        else:
-            width, height = _image_size(images_dir / img["file_name"])
+        width, height = sizes[iid] if iid in sizes else _image_wh(img, images_dir)
         path = images_dir / img["file_name"]
         records.append(_record(iid, path, width, height, boxes[iid], classes[iid]))
     if check_files:
         _check_images_exist(records, ann_file)
     issues.emit()
     return records, cats
+
+
+def _check_same_categories(
+    cats: list[tuple[int, str]], expect: list[tuple[int, str]] | None, path: Path
+) -> None:
+    """The two splits of a dataset must share their category ids (class indexes follow them)."""
+    if expect is not None and [c for c, _ in cats] != [c for c, _ in expect]:
+        raise DataError(
+            f"categories differ from the other split's ({len(cats)} vs {len(expect)} categories)",
+            source=path,
+        )
+
+
+def _coco_images(data: dict, path: Path) -> dict[int, dict]:
+    """The image entries by id (file order); ids unique, each with a ``file_name``."""
+    images: dict[int, dict] = {}
+    for i, img in enumerate(data["images"]):
+        iid = _int_field(img, "id", f"image #{i}", path)
+        if iid in images:
+            raise DataError(f"duplicate image id {iid}", source=path)
+        if not isinstance(img.get("file_name"), str):
+            raise DataError(f"image {iid}: missing 'file_name'", source=path)
+        images[iid] = img
+    return images
+
+
+def _image_wh(img: dict, images_dir: Path) -> tuple[int, int]:
+    """(width, height) of an image entry: its own fields, else read from the image file."""
+    if isinstance(img.get("width"), int) and isinstance(img.get("height"), int):
+        return img["width"], img["height"]
+    return _image_size(images_dir / img["file_name"])
+
+
+def _coco_objects(
+    data: dict,
+    images: dict[int, dict],
+    cats: list[tuple[int, str]],
+    images_dir: Path,
+    issues: IssueLog,
+    path: Path,
+) -> tuple[dict[int, list[np.ndarray]], dict[int, list[int]], dict[int, tuple[int, int]]]:
+    """Clipped xyxy boxes and class indexes per image id, and the sizes looked up for them
+    (an image is read only when its entry has no size and it has an object)."""
+    cat_index = {cid: i for i, (cid, _) in enumerate(cats)}
+    boxes: dict[int, list[np.ndarray]] = {iid: [] for iid in images}
+    classes: dict[int, list[int]] = {iid: [] for iid in images}
+    sizes: dict[int, tuple[int, int]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        found = _coco_annotation(ann, i, images, cats, cat_index, path)
+        if found is None:
+            continue
+        iid, cls, (x, y, w, h), where = found
+        if iid not in sizes:
+            sizes[iid] = _image_wh(images[iid], images_dir)
+        box = _clean_box(np.array([x, y, x + w, y + h]), *sizes[iid], issues, where)
+        if box is not None:
+            boxes[iid].append(box)
+            classes[iid].append(cls)
+    return boxes, classes, sizes
+
+
+def _coco_annotation(
+    ann: dict,
+    i: int,
+    images: dict[int, dict],
+    cats: list[tuple[int, str]],
+    cat_index: dict[int, int],
+    path: Path,
+) -> tuple[int, int, tuple[float, ...], str] | None:
+    """A checked annotation: (image id, class index, bbox x y w h, where); None for a crowd."""
+    aid = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
+    where = f"annotation {aid}"
+    iid = _int_field(ann, "image_id", where, path)
+    if iid not in images:
+        raise DataError(f"{where}: unknown image_id {iid}", source=path)
+    cid = _int_field(ann, "category_id", where, path)
+    if cid not in cat_index:
+        known = ", ".join(str(c) for c, _ in cats[:10]) + (" ..." if len(cats) > 10 else "")
+        raise DataError(
+            f"{where} (image {iid}): unknown category_id {cid} (known: {known})", source=path
+        )
+    if ann.get("iscrowd", 0):
+        return None
+    bbox = ann.get("bbox")
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
+    ):
+        raise DataError(f"{where}: 'bbox' must be 4 finite numbers, got {bbox!r}", source=path)
+    return iid, cat_index[cid], tuple(float(v) for v in bbox), where
 
 
 def _record(iid, path, width, height, boxes, classes) -> ImageRecord:

@@ -66,13 +66,11 @@ def boxes_from_letterbox(
     out[:, [0, 2]] -= pad[0]
     out[:, [1, 3]] -= pad[1]
     out /= ratio
-    if shape is not None:
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, shape[1])
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, shape[0])
-    return out
+    return out if shape is None else clip_boxes(out, shape[1], shape[0])
 
 
 def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Clip xyxy boxes to ``[0, width] x [0, height]`` in place; returns them."""
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     return boxes

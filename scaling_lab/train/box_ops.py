@@ -19,18 +19,13 @@ import math
 import torch
 from torch import Tensor
 
+from scaling_lab.nn.postprocess import xywh_corners
+
 EPS = 1e-7
 
 
-def xywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """(..., 4) centre/size -> corners (x1, y1, x2, y2)."""
-    xy, wh = boxes[..., :2], boxes[..., 2:4]
-    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
-
-
 def _inter_union(a: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    a1, a2 = a[..., :2] - a[..., 2:4] / 2, a[..., :2] + a[..., 2:4] / 2
-    b1, b2 = b[..., :2] - b[..., 2:4] / 2, b[..., :2] + b[..., 2:4] / 2
+    (a1, a2), (b1, b2) = xywh_corners(a), xywh_corners(b)
     overlap = (torch.minimum(a2, b2) - torch.maximum(a1, b1)).clamp(min=0)
     inter = overlap[..., 0] * overlap[..., 1]
     union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter + eps
@@ -50,8 +45,7 @@ def box_ciou(pred: Tensor, target: Tensor, eps: float = EPS) -> Tensor:
     """
     inter, union = _inter_union(pred, target, eps)
     iou = inter / union
-    p1, p2 = pred[..., :2] - pred[..., 2:4] / 2, pred[..., :2] + pred[..., 2:4] / 2
-    t1, t2 = target[..., :2] - target[..., 2:4] / 2, target[..., :2] + target[..., 2:4] / 2
+    (p1, p2), (t1, t2) = xywh_corners(pred), xywh_corners(target)
     enclose = torch.maximum(p2, t2) - torch.minimum(p1, t1)
     diag2 = enclose[..., 0] ** 2 + enclose[..., 1] ** 2 + eps
     rho2 = ((pred[..., :2] - target[..., :2]) ** 2).sum(-1)

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import load_checkpoint
-
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def plain_number(value: Any) -> Any:
@@ -66,8 +65,8 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     half: bool = False,
     fused: bool = False,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.65,
+    conf_thres: float = CONF_THRES,
+    iou_thres: float = IOU_THRES,
     save_json: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
@@ -106,8 +105,8 @@ def evaluate_checkpoint(
     device: str | None = None,
     batch_size: int = 32,
     workers: int = 0,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.65,
+    conf_thres: float = CONF_THRES,
+    iou_thres: float = IOU_THRES,
     save_json: str | Path | None = None,
     progress: bool = True,
     backends: Backends | None = None,

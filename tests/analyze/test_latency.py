@@ -10,8 +10,9 @@ import json
 import pytest
 import torch
 
-from scaling_lab.analyze import latency
+from scaling_lab.analyze import latency, timing
 from scaling_lab.cli import main
+from scaling_lab.nn import postprocess
 from scaling_lab.spec.errors import SpecError
 
 PROTOCOL_KEYS = {
@@ -41,15 +42,15 @@ QUICK = {"warmup": 1, "iters": 3}
 
 
 def test_summarize_known_samples():
-    s = latency.summarize([5.0, 1.0, 4.0, 2.0, 3.0])  # order must not matter
+    s = timing.summarize([5.0, 1.0, 4.0, 2.0, 3.0])  # order must not matter
     assert (s.n, s.median_ms, s.min_ms, s.max_ms, s.mean_ms) == (5, 3.0, 1.0, 5.0, 3.0)
     assert s.p90_ms == pytest.approx(4.6)  # rank 0.9 * 4 = 3.6: 4 + 0.6 * (5 - 4)
 
 
 def test_summarize_even_count_and_single():
-    s = latency.summarize([10.0, 20.0, 30.0, 40.0])
+    s = timing.summarize([10.0, 20.0, 30.0, 40.0])
     assert s.median_ms == 25.0 and s.p90_ms == pytest.approx(37.0)
-    one = latency.summarize([7.5])
+    one = timing.summarize([7.5])
     assert one.median_ms == one.p90_ms == one.min_ms == one.max_ms == 7.5
 
 
@@ -57,19 +58,19 @@ def test_percentile_matches_numpy_linear():
     np = pytest.importorskip("numpy")
     values = sorted([3.1, 0.2, 9.9, 4.4, 4.4, 7.0, 1.5])
     for q in (0.0, 0.1, 0.5, 0.9, 1.0):
-        assert latency.percentile(values, q) == pytest.approx(float(np.percentile(values, 100 * q)))
+        assert timing.percentile(values, q) == pytest.approx(float(np.percentile(values, 100 * q)))
     with pytest.raises(ValueError):
-        latency.summarize([])
+        timing.summarize([])
 
 
 def test_fps_is_batch_over_median():
-    assert latency.fps(1, 20.0) == pytest.approx(50.0)
-    assert latency.fps(4, 20.0) == pytest.approx(200.0)
+    assert timing.fps(1, 20.0) == pytest.approx(50.0)
+    assert timing.fps(4, 20.0) == pytest.approx(200.0)
 
 
 def test_time_calls_counts_each_call():
     calls = []
-    samples = latency.time_calls(lambda: calls.append(1), 4)
+    samples = timing.time_calls(lambda: calls.append(1), 4)
     assert len(samples) == 4 == len(calls) and all(s >= 0 for s in samples)
 
 
@@ -79,27 +80,27 @@ def test_time_calls_counts_each_call():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(SpecError, match="CUDA was requested") as err:
-        latency.resolve_request(device="cuda")
+        timing.resolve_request(device="cuda")
     assert err.value.field == "device"
 
 
 def test_fp16_on_cpu_is_refused_bf16_allowed():
     with pytest.raises(SpecError, match="fp16") as err:
-        latency.resolve_request(device="cpu", dtype="fp16")
+        timing.resolve_request(device="cpu", dtype="fp16")
     assert err.value.field == "dtype"
-    assert latency.resolve_request(device="cpu", dtype="bf16").dtype == "bf16"
+    assert timing.resolve_request(device="cpu", dtype="bf16").dtype == "bf16"
 
 
 @pytest.mark.parametrize("batch", [0, -1])
 def test_bad_batch_is_refused(batch):
     with pytest.raises(SpecError, match="batch") as err:
-        latency.resolve_request(batch=batch)
+        timing.resolve_request(batch=batch)
     assert err.value.field == "batch"
 
 
 def test_cuda_graph_on_cpu_is_refused():
     with pytest.raises(SpecError, match=r"cuda-graph|CUDA graph") as err:
-        latency.resolve_request(device="cpu", cuda_graph=True)
+        timing.resolve_request(device="cpu", cuda_graph=True)
     assert err.value.field == "cuda-graph"
 
 
@@ -115,7 +116,7 @@ def test_cuda_graph_on_cpu_is_refused():
 )
 def test_other_bad_requests_name_the_field(kwargs, field):
     with pytest.raises(SpecError) as err:
-        latency.resolve_request(**kwargs)
+        timing.resolve_request(**kwargs)
     assert err.value.field == field
 
 
@@ -162,7 +163,7 @@ def test_benchmark_result_carries_the_protocol():
     assert (p.device, p.dtype, p.batch, p.img_size, p.threads) == ("cpu", "fp32", 1, 128, 1)
     assert (p.warmup, p.iters) == (1, 3) and p.torch_version == torch.__version__
     assert "RSS" in p.memory and "perf_counter" in p.timer
-    assert len(result.samples_ms) == 3 and result.stats == latency.summarize(result.samples_ms)
+    assert len(result.samples_ms) == 3 and result.stats == timing.summarize(result.samples_ms)
     assert result.fps == pytest.approx(1000.0 / result.stats.median_ms)
     assert result.peak_memory_mb > 0
     data = result.to_dict()
@@ -203,23 +204,31 @@ def test_measure_latency_times_any_module():
 # --- NMS --------------------------------------------------------------------------------
 
 
-def test_nms_keeps_best_of_overlapping_boxes():
-    # two boxes of class 0 overlapping (IoU ~0.68), one far box of class 1, one below threshold
-    pred = torch.tensor(
-        [
-            [
-                [50.0, 50.0, 20.0, 20.0, 0.9, 0.9, 0.1],
-                [52.0, 52.0, 20.0, 20.0, 0.8, 0.9, 0.1],
-                [200.0, 200.0, 10.0, 10.0, 0.7, 0.2, 0.9],
-                [300.0, 300.0, 10.0, 10.0, 0.0001, 0.5, 0.5],
-            ]
-        ]
+def test_bench_nms_is_evaluation_nms(monkeypatch):
+    """``--nms`` times ``nn.postprocess.non_max_suppression``, the function evaluation calls
+    (tests/train/test_coco_eval.py checks evaluation's side), with evaluation's defaults."""
+    calls = []
+    real = postprocess.non_max_suppression
+
+    def spy(pred, *args, **kwargs):
+        out = real(pred, *args, **kwargs)
+        calls.append((args, kwargs, sum(len(d) for d in out)))
+        return out
+
+    monkeypatch.setattr(postprocess, "non_max_suppression", spy)
+    g = torch.Generator().manual_seed(0)
+    pred = torch.cat(
+        [torch.rand(2, 200, 2, generator=g) * 64, torch.rand(2, 200, 5, generator=g)], -1
     )
-    (det,) = latency.nms(pred, conf_thres=0.01, iou_thres=0.5)
-    assert det.shape == (2, 6)
-    assert det[0, :4].tolist() == pytest.approx([40.0, 40.0, 60.0, 60.0])
-    assert det[0, 4].item() == pytest.approx(0.81) and det[0, 5].item() == 0
-    assert det[1, 5].item() == 1 and det[1, 4].item() == pytest.approx(0.63)
+    request = timing.resolve_request(warmup=2, iters=3)
+    result = latency.time_nms(pred, request)
+    assert len(calls) == 1 + 2 + 3  # the counted call, warm-up, timed calls
+    args, kwargs, kept = calls[0]
+    assert tuple(args) + tuple(kwargs.values()) == (0.001, 0.65, 300)
+    assert result.kept == kept == sum(len(d) for d in real(pred))
+    assert result.candidates == postprocess.count_candidates(pred)
+    assert (result.conf_thres, result.iou_thres, result.max_det) == (0.001, 0.65, 300)
+    assert latency.resolve_request is timing.resolve_request  # still importable from latency
 
 
 def test_benchmark_with_nms_returns_boxes():
@@ -313,12 +322,12 @@ def test_cuda_graph_and_paper_preset():
 
 @pytest.mark.gpu
 def test_cuda_graph_output_matches_eager():
-    from scaling_lab.nn.reparam import reparameterize
     from scaling_lab.models import create_model
+    from scaling_lab.nn.reparam import reparameterize
 
     model = reparameterize(create_model("yolov7-tiny", img_size=320)).cuda()
     x = torch.rand(1, 3, 320, 320, device="cuda")
-    request = latency.resolve_request(device="cuda", warmup=2, iters=1)
+    request = timing.resolve_request(device="cuda", warmup=2, iters=1)
     with torch.inference_mode():
         step, output = latency._prepare(model, x, request, cuda_graph=True)
         step()

@@ -11,7 +11,9 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from scaling_lab.data import build_dataloader, resolve_data
-from scaling_lab.train.coco_eval import _nms_top, coco_metrics, evaluate, non_max_suppression
+from scaling_lab.nn import postprocess
+from scaling_lab.nn.postprocess import nms_top, non_max_suppression
+from scaling_lab.train.coco_eval import AP_KEYS, coco_metrics, evaluate, scale_to_original
 from tests.data.helpers import write_coco
 
 
@@ -67,7 +69,7 @@ def test_nms_on_a_prefix_equals_full_nms():
     det = det[det[:, 4].argsort(descending=True)]
     for max_det in (50, 300, 3000):
         full = batched_nms(det[:, :4], det[:, 4], det[:, 5].long(), 0.65)[:max_det]
-        assert torch.equal(_nms_top(det, 0.65, max_det), det[full])
+        assert torch.equal(nms_top(det, 0.65, max_det), det[full])
 
 
 def test_nms_empty_batch():
@@ -194,3 +196,29 @@ def test_evaluate_refuses_a_class_count_mismatch(val_loader):
     info, loader = val_loader
     with pytest.raises(ValueError, match="predicts 3 classes but the dataset has 2"):
         evaluate(Oracle(loader, nc=3), loader, info.val_ann, progress=False)
+
+
+def test_scale_to_original_undoes_the_letterbox_and_clips():
+    # original 200 x 100 (h x w) letterboxed to 96: ratio 0.48, pad_w 24, pad_h 0
+    det = torch.tensor([[24.0 + 4.8, 9.6, 24.0 + 48.0, 96.0, 0.9, 0.0], [0.0, 0.0, 96, 99, 0.5, 1]])
+    boxes = scale_to_original(det, (200, 100, 0.48, 24.0, 0.0))
+    assert boxes[0].tolist() == pytest.approx([10.0, 20.0, 100.0, 200.0])
+    assert boxes[1].tolist() == pytest.approx([0.0, 0.0, 100.0, 200.0])  # clipped
+
+
+def test_evaluate_uses_the_one_nms(val_loader, monkeypatch):
+    """Evaluation's NMS is ``nn.postprocess.non_max_suppression``, the one the benchmark times
+    (tests/analyze/test_latency.py checks the benchmark's side)."""
+    calls = []
+    real = postprocess.non_max_suppression
+
+    def spy(pred, *args, **kwargs):
+        calls.append(kwargs)
+        return real(pred, *args, **kwargs)
+
+    monkeypatch.setattr(postprocess, "non_max_suppression", spy)
+    info, loader = val_loader
+    m = evaluate(Oracle(loader), loader, info.val_ann, progress=False)
+    assert len(calls) == len(loader) and m["n_predictions"] == 6
+    assert calls[0] == {"conf_thres": 0.001, "iou_thres": 0.65, "max_det": 300}
+    assert set(AP_KEYS) <= set(m)
