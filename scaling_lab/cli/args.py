@@ -12,6 +12,7 @@ from scaling_lab.spec.errors import SpecError
 if TYPE_CHECKING:  # the heavy modules load only when a command runs
     from scaling_lab.analyze.latency import LatencyResult
     from scaling_lab.graph.block_graph import BlockGraph
+    from scaling_lab.models import ModelRef
 
 EXIT_USAGE = 2
 JSON_HELP = "print one JSON object"
@@ -47,7 +48,7 @@ def add_switch(p: argparse.ArgumentParser, flag: str, help: str | None = None) -
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """The model and its transforms: what ``graph_from_args`` reads."""
+    """The model and its transforms: what ``model_from_args`` reads."""
     p.add_argument(
         "model",
         nargs=None if required else "?",
@@ -93,14 +94,16 @@ def add_bench_args(p: argparse.ArgumentParser, torch_flags: bool = True) -> None
     add_switch(p, "--cuda-graph", "replay a CUDA graph captured after warm-up")
 
 
-def graph_from_args(args: argparse.Namespace, deploy: bool = False) -> BlockGraph:
-    """The BlockGraph the model flags describe: overrides, RepConv policy, scaling."""
+def model_from_args(args: argparse.Namespace) -> ModelRef:
+    """The model the flags name, parsed once (its form from a ``-deploy`` suffix or
+    ``--deploy``), with its transforms applied: overrides, RepConv policy, scaling."""
     from scaling_lab.layers.plan_repconv import parse_policy
-    from scaling_lab.models import get_block_graph
+    from scaling_lab.models import get_block_graph, model_ref
     from scaling_lab.transforms.scale import scale
 
+    ref = model_ref(args.model, deploy=getattr(args, "deploy", False))
     repconv = parse_policy(args.repconv) if args.repconv else None
-    graph = get_block_graph(args.model, nc=args.nc, img_size=args.img, repconv=repconv)
+    graph = get_block_graph(ref.source, nc=args.nc, img_size=args.img, repconv=repconv)
     if args.scale_mode:
         graph = scale(graph, depth=args.depth, width=args.width, mode=args.scale_mode)
         suffix = f"{args.scale_mode}-d{args.depth:g}" + (f"-w{args.width:g}" if args.width else "")
@@ -109,11 +112,21 @@ def graph_from_args(args: argparse.Namespace, deploy: bool = False) -> BlockGrap
         raise SpecError(
             "--depth/--width need --scale-mode width|depth|compound", field="scale-mode"
         )
-    if deploy:
-        from scaling_lab.transforms.deploy import drop_aux_heads
+    return ref.with_graph(graph)
 
-        graph = drop_aux_heads(graph)
-    return graph
+
+def training_graph_from_args(args: argparse.Namespace, command: str) -> BlockGraph:
+    """The training-form graph, for commands that fuse it themselves: bench and export
+    always time or write the deploy model; fuse-check compares the training form with its
+    fused form, so a model named in another form is refused there, not silently unfused."""
+    ref = model_from_args(args)
+    if command == "fuse-check" and ref.form != "training":
+        raise SpecError(
+            f"fuse-check starts from the training form and fuses it itself: name the model "
+            f"without the -{ref.form} suffix",
+            field="MODEL",
+        )
+    return ref.source
 
 
 def bench_from_args(args: argparse.Namespace, graph: BlockGraph | None = None) -> LatencyResult:
@@ -122,7 +135,7 @@ def bench_from_args(args: argparse.Namespace, graph: BlockGraph | None = None) -
     from scaling_lab.analyze.latency import benchmark
 
     return benchmark(
-        graph if graph is not None else graph_from_args(args),
+        graph if graph is not None else training_graph_from_args(args, "bench"),
         img_size=args.img,
         preset=getattr(args, "preset", None),
         nms=getattr(args, "nms", False),

@@ -11,9 +11,10 @@ from scaling_lab.cli.args import (
     add_model_args,
     add_switch,
     bench_from_args,
-    graph_from_args,
     pick,
+    training_graph_from_args,
 )
+from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.spec.errors import SpecError
 
 
@@ -51,7 +52,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.bench and not onnx_export.have_onnxruntime():
         raise SpecError(f"--bench needs onnxruntime ({onnx_export.EXTRA_HINT})", field="bench")
     summary = onnx_export.export_and_check(
-        graph_from_args(args),
+        training_graph_from_args(args, "export"),
         args.onnx,
         img_size=args.img,
         dynamic_batch=args.dynamic_batch,
@@ -90,8 +91,10 @@ def add_commands(sub) -> None:
         "paper's FPS column",
     )
     add_switch(bench, "--nms", "also time NMS (separately)")
-    bench.add_argument("--conf-thres", type=float, help="NMS confidence threshold (default 0.001)")
-    bench.add_argument("--iou-thres", type=float, help="NMS IoU threshold (default 0.65)")
+    bench.add_argument(
+        "--conf-thres", type=float, help=f"NMS confidence threshold (default {CONF_THRES:g})"
+    )
+    bench.add_argument("--iou-thres", type=float, help=f"NMS IoU threshold (default {IOU_THRES:g})")
     add_switch(bench, "--json", JSON_HELP)
     bench.set_defaults(func=_cmd_bench)
 

@@ -11,7 +11,8 @@ from scaling_lab.cli.args import (
     add_model_args,
     add_switch,
     bench_from_args,
-    graph_from_args,
+    model_from_args,
+    training_graph_from_args,
 )
 from scaling_lab.spec.errors import SpecError
 
@@ -57,9 +58,15 @@ def _cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+FORM_TEXT = {
+    "training": "training (unfused)",
+    "deploy": "deploy (fused, no auxiliary head)",
+    "fused": "fused (auxiliary head kept)",
+}
+
+
 def _print_profile(result, per_node: bool) -> None:
-    form = "deploy (fused, no auxiliary head)" if result.deploy else "training (unfused)"
-    print(f"{result.model}: img {result.img_size}, nc {result.nc}, form {form}")
+    print(f"{result.model}: img {result.img_size}, nc {result.nc}, form {FORM_TEXT[result.form]}")
     print(
         f"  params {result.params_m:.3f}M   GMACs {result.gmacs:.2f}   "
         f"GFLOPs {result.gflops:.2f}   (counter: {result.counter})"
@@ -101,9 +108,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise SpecError("give a zoo model name or a spec path (or --zoo)", field="MODEL")
-    graph = graph_from_args(args)
-    result = profile(graph, deploy=args.deploy, counter=args.counter)
-    timing = bench_from_args(args, graph) if args.latency else None
+    ref = model_from_args(args)
+    result = profile(ref, counter=args.counter)
+    timing = bench_from_args(args, ref.source) if args.latency else None
     if args.json:
         data = result.to_dict(per_node=args.per_node)
         if timing is not None:
@@ -118,14 +125,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from scaling_lab.graph.block_graph import dump_spec
-    from scaling_lab.models import get_layer_graph
+    from scaling_lab.models import get_block_graph, get_layer_graph
     from scaling_lab.report.graph_view import render_graph
 
-    graph = graph_from_args(args, deploy=args.deploy)
+    ref = model_from_args(args)
+    graph = get_block_graph(ref)
     if args.dump:
         print(dump_spec(graph), end="")
         return 0
-    print(render_graph(graph, get_layer_graph(graph, deploy=args.deploy)))
+    print(render_graph(graph, get_layer_graph(ref)))
     return 0
 
 
@@ -135,7 +143,9 @@ def _cmd_fuse_check(args: argparse.Namespace) -> int:
     from scaling_lab.analyze.fuse_check import fuse_check
 
     dtype = getattr(torch, args.dtype)  # float32 | float64 (argparse choices)
-    result = fuse_check(graph_from_args(args), img_size=args.img, dtype=dtype)
+    result = fuse_check(
+        training_graph_from_args(args, "fuse-check"), img_size=args.img, dtype=dtype
+    )
     result["repconv"] = args.repconv or "as written"
     if args.json:
         print(json.dumps(result))

@@ -9,7 +9,7 @@ from scaling_lab.cli.args import add_switch, pick
 
 
 def _write_report(experiment, reports: str, formats: str) -> None:
-    from scaling_lab.sweep.report import parse_formats, write_sweep_report
+    from scaling_lab.report.sweep_report import parse_formats, write_sweep_report
 
     for path in write_sweep_report(experiment, reports=reports, formats=parse_formats(formats)):
         print(path)

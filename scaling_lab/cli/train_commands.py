@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scaling_lab.cli.args import JSON_HELP, OneLineParser, add_switch, pick, positive
+from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def _default_run_dir(model: str) -> str:
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
-    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics]
+    keys = [k for k in AP_KEYS if k in metrics]
     print(title)
     print("  " + "".join(f"{k:>8}" for k in keys))
     cells = [metrics[k] for k in keys]  # None or NaN: no such objects in the val set

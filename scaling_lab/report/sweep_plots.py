@@ -21,8 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from scaling_lab.atomic import atomic_write_bytes
+from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags, pareto_mask
-from scaling_lab.report.sweep_table import AP_COLS, ReportContext, prepare
+from scaling_lab.report.sweep_table import ReportContext, prepare
 
 DPI = 150
 # Beyond this many points only the Pareto-front points get a text label (the rest would clutter).
@@ -71,12 +72,12 @@ def _values(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), np.nan)
     values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
-    return values * 100.0 if col in AP_COLS else values
+    return values * 100.0 if col in AP_KEYS else values
 
 
 def _axis_name(col: str) -> str:
     """Axis label of a metric column."""
-    return f"{col} (%)" if col in AP_COLS else AXIS_NAMES.get(col, col)
+    return f"{col} (%)" if col in AP_KEYS else AXIS_NAMES.get(col, col)
 
 
 def _with_data(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from scaling_lab.atomic import atomic_write_bytes
+from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags
 
-AP_COLS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KINDS = ("variant", "search")
 FORMATS = ("md", "tex", "csv")
 
@@ -39,9 +39,9 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("APm", "APM", "ap"),
     ("APl", "APL", "ap"),
 )
-PAPER_KEYS = {"params_m", "gflops", "img_size", "fps", *AP_COLS}
+PAPER_KEYS = {"params_m", "gflops", "img_size", "fps", *AP_KEYS}
 NUMERIC_INPUTS = ("order", "params", "params_m", "gmacs", "gflops", "img_size", "latency_ms")
-NUMERIC_INPUTS += ("fps", "peak_memory_mb", "epochs_done", "wall_s", *AP_COLS)
+NUMERIC_INPUTS += ("fps", "peak_memory_mb", "epochs_done", "wall_s", *AP_KEYS)
 NOT_RUN = "not run"
 TEXT_HEADERS = ("Model", "Status")
 MISSING = "-"
@@ -196,7 +196,7 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
         for col in _param_columns(rows):
             out[col] = rows[col]
     for col, _, _, paper in shown:
-        out[col] = rows[col] * 100.0 if col in AP_COLS else rows[col]
+        out[col] = rows[col] * 100.0 if col in AP_KEYS else rows[col]
         if paper:
             out[f"{col}_paper"] = [_paper_value(ctx, label, col) for label in rows["label"]]
     if "latency_device" in rows.columns and "latency_ms" in out.columns:
@@ -225,7 +225,7 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
 def _ap_decimals(ctx: ReportContext) -> int:
     """1 decimal like most of the paper's tables, 2 where its numbers have 2 (Tables 4-5)."""
     for values in ctx.paper_rows.values():
-        for col in AP_COLS:
+        for col in AP_KEYS:
             v = values.get(col)
             if v is not None and not pd.isna(v) and abs(round(float(v), 1) - float(v)) > 1e-9:
                 return 2
@@ -247,7 +247,7 @@ def _format_value(col: str, v: Any, ap_decimals: int) -> str:
         return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
     if col == "latency_ms":
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
-    if col in AP_COLS:
+    if col in AP_KEYS:
         return f"{v:.{ap_decimals}f}%"
     return f"{v:g}"
 
