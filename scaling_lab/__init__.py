@@ -1,31 +1,53 @@
 """scaling_lab: design, scale and profile concatenation-based real-time detectors.
 
 The flow: spec text -> BlockGraph -> (transforms) -> LayerGraph -> nn.Module -> analyzers.
+Importing the package does not import torch; the names that need it (building, fusing,
+timing, training, sweeps) load on first use.
 """
 
 from scaling_lab.analyze.complexity import Complexity, count_graph
 from scaling_lab.analyze.profile import Profile, profile
+from scaling_lab.errors import UserError
 from scaling_lab.graph.block_graph import BlockGraph, BlockNode, build_block_graph, dump_spec
+from scaling_lab.graph.lower import lower
 from scaling_lab.graph.registry import FieldError, register_block, registered_blocks
-from scaling_lab.layers.builder import LayerBuilder, Port
+from scaling_lab.layers.builder import LayerBuilder
 from scaling_lab.layers.fuse import fuse_layers
-from scaling_lab.layers.layer_graph import LayerGraph
-from scaling_lab.layers.lower import lower
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.layers.plan_repconv import plan_repconv
-from scaling_lab.models import create_model, get_block_graph, get_layer_graph, resolve_spec
+from scaling_lab.models import (
+    ModelRef,
+    create_model,
+    get_block_graph,
+    get_layer_graph,
+    model_ref,
+    resolve_spec,
+)
+from scaling_lab.ops.base import Op, OpCount, Port, Shape, TorchCall
 from scaling_lab.spec import ModelSpec, SpecError, load_spec, parse_spec
+from scaling_lab.spec.settings import ModelSettings
 from scaling_lab.transforms.deploy import drop_aux_heads
 from scaling_lab.transforms.scale import scale
 from scaling_lab.zoo import list_models
 
 __version__ = "0.1.0"
 
-# sweeps pull in pandas (and Ray when run): imported on first use, not with the package
+# public name -> (module, attribute), loaded on first use (torch, pandas and Ray are heavy).
+# Training is `run_training` / `resume_training`: `scaling_lab.train` is the subpackage.
 _LAZY = {
-    "Experiment": "scaling_lab.sweep.experiment",
-    "load_experiment": "scaling_lab.sweep.experiment",
-    "run_sweep": "scaling_lab.sweep.runner",
-    "write_sweep_report": "scaling_lab.sweep.report",
+    "build_module": ("scaling_lab.nn.fx_build", "build_module"),
+    "reparameterize": ("scaling_lab.nn.reparam", "reparameterize"),
+    "fuse_check": ("scaling_lab.analyze.fuse_check", "fuse_check"),
+    "benchmark": ("scaling_lab.analyze.latency", "benchmark"),
+    "TrainConfig": ("scaling_lab.train.config", "TrainConfig"),
+    "run_training": ("scaling_lab.train.trainer", "train"),
+    "resume_training": ("scaling_lab.train.trainer", "resume"),
+    "evaluate_checkpoint": ("scaling_lab.train.evaluation", "evaluate_checkpoint"),
+    "evaluate_model": ("scaling_lab.train.evaluation", "evaluate_model"),
+    "Experiment": ("scaling_lab.sweep.experiment", "Experiment"),
+    "load_experiment": ("scaling_lab.sweep.experiment", "load_experiment"),
+    "run_sweep": ("scaling_lab.sweep.runner", "run_sweep"),
+    "write_sweep_report": ("scaling_lab.report.sweep_report", "write_sweep_report"),
 }
 
 
@@ -33,7 +55,8 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'scaling_lab' has no attribute '{name}'")
 
 
@@ -41,14 +64,21 @@ __all__ = [
     "BlockGraph",
     "BlockNode",
     "Complexity",
-    "Experiment",
     "FieldError",
+    "Layer",
     "LayerBuilder",
     "LayerGraph",
+    "ModelRef",
+    "ModelSettings",
     "ModelSpec",
+    "Op",
+    "OpCount",
     "Port",
     "Profile",
+    "Shape",
     "SpecError",
+    "TorchCall",
+    "UserError",
     "build_block_graph",
     "count_graph",
     "create_model",
@@ -58,16 +88,15 @@ __all__ = [
     "get_block_graph",
     "get_layer_graph",
     "list_models",
-    "load_experiment",
     "load_spec",
     "lower",
+    "model_ref",
     "parse_spec",
     "plan_repconv",
     "profile",
     "register_block",
     "registered_blocks",
     "resolve_spec",
-    "run_sweep",
     "scale",
-    "write_sweep_report",
+    *_LAZY,
 ]

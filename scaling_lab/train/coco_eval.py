@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from scaling_lab.data.transforms import boxes_from_letterbox
+from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS, CONF_THRES, IOU_THRES, MAX_DET, RECALL_KEYS
 from scaling_lab.nn import postprocess
 
@@ -106,7 +107,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, n_classes: int) -> to
         pred = pred[0]
     nc = pred.shape[-1] - 5
     if nc != n_classes:
-        raise ValueError(f"the model predicts {nc} classes but the dataset has {n_classes}")
+        raise UserError(f"the model predicts {nc} classes but the dataset has {n_classes}")
     return pred.float()
 
 

@@ -72,6 +72,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from scaling_lab.errors import UserError
 from scaling_lab.ops.modules import Detect
 from scaling_lab.train.assign import COARSE, FINE, Assignment, AssignRule, assign, union
 from scaling_lab.train.box_ops import box_ciou
@@ -86,7 +87,10 @@ def find_detect(model: nn.Module) -> Detect:
     """The model's YOLO head (the last ``Detect`` module)."""
     heads = [m for m in model.modules() if isinstance(m, Detect)]
     if not heads:
-        raise ValueError("YoloV7Loss: the model has no Detect head (anchor-based YOLO head)")
+        raise UserError(
+            "the YOLOv7 loss trains models with an anchor-based YOLO head (detect / "
+            "aux_detect); this model has none"
+        )
     return heads[-1]
 
 

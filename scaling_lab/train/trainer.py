@@ -33,6 +33,7 @@ import torch
 import yaml
 from torch import nn
 
+from scaling_lab.data.errors import DataError
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.train import ddp
@@ -140,7 +141,7 @@ class Trainer:
         self.loader = self._train_loader()
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{cfg.data}: the train split has no batches")
+            raise DataError("the train split has no batches", source=cfg.data)
         self.schedule = Schedule(
             self.hyp,
             epochs=cfg.epochs,
@@ -177,8 +178,9 @@ class Trainer:
     def _train_loader(self) -> Any:
         cfg = self.cfg
         if cfg.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch size {cfg.batch_size} is not divisible by {self.dist.world_size} ranks"
+            raise UserError(
+                f"batch size {cfg.batch_size} is not divisible by {self.dist.world_size} ranks",
+                field="batch",
             )
         return self.backends.get_build_dataloader()(
             self.info,

@@ -7,7 +7,7 @@ import torch
 from scaling_lab import count_graph, create_model, get_block_graph, get_layer_graph
 from scaling_lab.analyze.counters import count_thop
 from scaling_lab.analyze.fuse_check import fuse_check
-from scaling_lab.layers.lower import max_stride
+from scaling_lab.graph.lower import max_stride
 from scaling_lab.spec import SpecError
 from tests.conftest import REPRESENTATIVES, graph_from
 
