@@ -19,6 +19,7 @@ from scaling_lab.graph.lower import lower
 from scaling_lab.layers.fuse import fuse_layers
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.plan_repconv import Policy
+from scaling_lab.limits import MAX_NC
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.layer_list import is_layer_list_file, load_layer_list
 from scaling_lab.spec.load import ModelSpec, load_spec
@@ -104,7 +105,7 @@ def resolve_spec(model: ModelSource | Path) -> ModelSpec:
     if isinstance(model, BlockGraph):
         raise TypeError("resolve_spec: a BlockGraph has no spec text; use it as it is")
     text = str(model)
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).exists():
         if is_layer_list_file(text):
             return load_layer_list(text).spec
         return load_spec(text)
@@ -115,8 +116,12 @@ def _overridden(
     graph: BlockGraph, nc: int | None, img_size: int | None, repconv: Policy | None
 ) -> BlockGraph:
     if nc is not None:
-        if nc < 1:
-            raise SpecError(f"must be >= 1, got {nc}", source=graph.source, field="nc")
+        if nc < 1 or nc > MAX_NC:
+            raise SpecError(
+                f"must be between 1 and {MAX_NC} (MAX_NC), got {nc}",
+                source=graph.source,
+                field="nc",
+            )
         graph = graph.with_settings(nc=nc)
     if img_size is not None:
         graph = graph.with_settings(img_size=img_size)

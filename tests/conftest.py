@@ -63,8 +63,9 @@ def spec_text(body: str) -> str:
     return textwrap.dedent(body)
 
 
-def graph_from(text: str, source: str = "test.yaml"):
-    return build_block_graph(parse_spec(spec_text(text), source=source))
+def graph_from(text: str, source: str = "test.yaml", require_head: bool = False):
+    """A BlockGraph of inline spec text; small test graphs may leave the head out."""
+    return build_block_graph(parse_spec(spec_text(text), source=source), require_head=require_head)
 
 
 @pytest.fixture

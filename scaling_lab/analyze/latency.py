@@ -41,6 +41,7 @@ from scaling_lab.analyze.timing import (
     time_calls,
 )
 from scaling_lab.nn import postprocess
+from scaling_lab.nn.memory import check_fits
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -181,6 +182,9 @@ def measure_latency(
     )
     if nms:
         _check_nms_head(module)
+    graph = getattr(module, "layer_graph", None)
+    if graph is not None:
+        check_fits(graph, batch=req.batch, device=req.device, what="timing the model")
     load = load_average()
     with num_threads(req.threads) as n_threads, _device_run(req.device), torch.inference_mode():
         run, x = _place(module, req, img_size, channels_last, compile)

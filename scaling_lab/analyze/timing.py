@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaling_lab.limits import MAX_ITERS, MAX_THREADS
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -282,6 +283,13 @@ def resolve_request(
         raise SpecError(f"must be >= 1, got {iters}", field="iters")
     if threads is not None and threads < 1:
         raise SpecError(f"must be >= 1, got {threads}", field="threads")
+    for name, value, limit in (
+        ("warmup", warmup, MAX_ITERS),
+        ("iters", iters, MAX_ITERS),
+        ("threads", threads or 1, MAX_THREADS),
+    ):
+        if value > limit:
+            raise SpecError(f"must be at most {limit}, got {value}", field=name)
     return Request(str(dev), dtype, batch, warmup, iters, threads)
 
 

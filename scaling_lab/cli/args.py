@@ -4,9 +4,15 @@ protocol flags, and the graph / latency they describe."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaling_lab.errors import UserError
+from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:  # the heavy modules load only when a command runs
@@ -37,6 +43,80 @@ def positive(text: str) -> int:
     return value
 
 
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer from ``low`` to ``high`` (the limits in the README)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if not low <= value <= high:
+            kind = {0: "a non-negative integer", 1: "a positive integer"}.get(low)
+            wanted = f"{kind} (at most {high})" if kind else f"an integer from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float, *, open_low: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number from ``low`` (excluded when ``open_low``) to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        above = value > low if open_low else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            side = "above" if open_low else "from"
+            raise argparse.ArgumentTypeError(
+                f"expected a number {side} {low:g} to {high:g}, got '{text}'"
+            )
+        return value
+
+    return parse
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, field: str) -> None:
+    """The folders missing on the way to ``path`` can be made: the nearest existing one is a
+    writable folder."""
+    base = _nearest_existing(path.absolute().parent)
+    if not base.is_dir():
+        raise UserError(f"cannot write here: {base} is not a folder", source=str(path), field=field)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write here: {base} is not writable", source=str(path), field=field)
+
+
+def check_output_dir(path: str | Path, field: str) -> None:
+    """An output folder the command can make or fill, checked before any work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError("exists and is not a folder", source=str(path), field=field)
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError("folder is not writable", source=str(path), field=field)
+        return
+    _check_creatable(path, field)
+
+
+def check_output_file(path: str | Path, field: str) -> None:
+    """An output file the command can write (missing folders are made), checked up front."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError("is a folder: give a file path", source=str(path), field=field)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError("file is not writable", source=str(path), field=field)
+    _check_creatable(path, field)
+
+
 def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """The flags whose names are also the keyword names of the library call they feed."""
     return {name: getattr(args, name) for name in names}
@@ -55,8 +135,10 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         metavar="MODEL_OR_SPEC",
         help="zoo name (yolov7, yolov7-deploy, ...) or path of a .yaml spec",
     )
-    p.add_argument("--img", type=positive, help="square input size (default: the spec's)")
-    p.add_argument("--nc", type=positive, help="number of classes (default: the spec's)")
+    p.add_argument(
+        "--img", type=bounded(1, MAX_IMG_SIZE), help="square input size (default: the spec's)"
+    )
+    p.add_argument("--nc", type=bounded(1, MAX_NC), help="number of classes (default: the spec's)")
     p.add_argument(
         "--repconv",
         metavar="POLICY",

@@ -11,6 +11,8 @@ from scaling_lab.cli.args import (
     add_model_args,
     add_switch,
     bench_from_args,
+    check_output_file,
+    number_in,
     pick,
     training_graph_from_args,
 )
@@ -51,6 +53,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if args.bench and not onnx_export.have_onnxruntime():
         raise SpecError(f"--bench needs onnxruntime ({onnx_export.EXTRA_HINT})", field="bench")
+    check_output_file(args.onnx, "onnx")
     summary = onnx_export.export_and_check(
         training_graph_from_args(args, "export"),
         args.onnx,
@@ -92,9 +95,13 @@ def add_commands(sub) -> None:
     )
     add_switch(bench, "--nms", "also time NMS (separately)")
     bench.add_argument(
-        "--conf-thres", type=float, help=f"NMS confidence threshold (default {CONF_THRES:g})"
+        "--conf-thres",
+        type=number_in(0.0, 1.0),
+        help=f"NMS confidence threshold (default {CONF_THRES:g})",
     )
-    bench.add_argument("--iou-thres", type=float, help=f"NMS IoU threshold (default {IOU_THRES:g})")
+    bench.add_argument(
+        "--iou-thres", type=number_in(0.0, 1.0), help=f"NMS IoU threshold (default {IOU_THRES:g})"
+    )
     add_switch(bench, "--json", JSON_HELP)
     bench.set_defaults(func=_cmd_bench)
 

@@ -11,6 +11,8 @@ from scaling_lab.cli.args import (
     add_model_args,
     add_switch,
     bench_from_args,
+    check_output_dir,
+    check_output_file,
     model_from_args,
     training_graph_from_args,
 )
@@ -102,6 +104,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.zoo:
         from scaling_lab.report.zoo_table import write_zoo_table
 
+        check_output_dir(args.out, "out")
         md_path, csv_path = write_zoo_table(args.out)
         print(md_path.read_text())
         print(f"wrote {md_path} and {csv_path}")
@@ -156,15 +159,16 @@ def _cmd_fuse_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from scaling_lab.atomic import atomic_write_text
     from scaling_lab.spec.layer_list import load_layer_list
 
+    if args.out is not None:
+        check_output_file(args.out, "out")
     imported = load_layer_list(args.config, name=args.name)
     if args.out is None:
         print(imported.text, end="")
         return 0
-    Path(args.out).write_text(imported.text)
+    atomic_write_text(args.out, imported.text)
     print(f"wrote {args.out} ({len(imported.spec.nodes)} nodes; `lab profile {args.out}`)")
     return 0
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from scaling_lab.cli.args import add_switch, pick
+from scaling_lab.cli.args import add_switch, bounded, check_output_dir, pick
+from scaling_lab.limits import MAX_THREADS
 
 
 def _write_report(experiment, reports: str, formats: str) -> None:
@@ -20,6 +22,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from scaling_lab.sweep.runner import run_sweep
 
     experiment = load_experiment(args.experiment)
+    check_output_dir(args.storage, "storage")
+    check_output_dir(args.reports, "reports")
     frame = run_sweep(
         experiment,
         verbose=0 if args.quiet else 1,
@@ -39,6 +43,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"{experiment.name}: {len(frame)} trials ({summary or 'none'})")
     print(f"results: {args.reports}/{experiment.name}/results.csv (and .parquet)")
+    if len(frame) and (frame["status"] == "failed").all():  # nothing was measured
+        errors = [e for e in frame["error"] if isinstance(e, str) and e]
+        first = " ".join(errors[0].split())[:300] if errors else "no error recorded"
+        sys.stderr.write(
+            f"lab sweep: error: all {len(frame)} trials failed (first: {first}); their rows: "
+            f"{args.storage}/{experiment.name}/trials/*/row.json\n"
+        )
+        return 1
     if not args.no_report:
         _write_report(experiment, args.reports, "md,tex,csv")
         table = Path(args.reports) / experiment.name / "table.md"
@@ -50,6 +62,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from scaling_lab.sweep.experiment import load_experiment
 
     experiment = load_experiment(args.experiment, check_graphs=False)
+    check_output_dir(args.reports, "reports")
     _write_report(experiment, args.reports, args.format)
     return 0
 
@@ -71,7 +84,9 @@ def add_commands(sub) -> None:
     add_switch(sweep, "--resume", "finish a killed sweep: finished trials are kept")
     add_switch(sweep, "--retry-failed", "with --resume: rerun failures")
     sweep.add_argument("--budget", help="a named training budget of the experiment (e.g. paper)")
-    sweep.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    sweep.add_argument(
+        "--num-cpus", type=bounded(1, MAX_THREADS), help="CPUs of the embedded Ray (default: all)"
+    )
     add_switch(sweep, "--no-report", "skip writing the report")
     add_switch(sweep, "--quiet", "no Ray Tune progress table")
     sweep.set_defaults(func=_cmd_sweep)

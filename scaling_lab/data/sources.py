@@ -32,6 +32,13 @@ import numpy as np
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.data.errors import DataError, IssueLog
+from scaling_lab.errors import UserError
+from scaling_lab.limits import MAX_ANNOTATION_BYTES, MAX_LABEL_BYTES
+from scaling_lab.spec.yaml_lines import check_yaml_size, read_text_file
+
+# set to 1 to let COCO ``file_name`` entries point outside the images folder (absolute paths,
+# ``..``); by default a dataset reads only files under its own root
+ALLOW_OUTSIDE_ENV = "SCALING_LAB_IMAGES_ANYWHERE"
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val")
@@ -107,15 +114,17 @@ def _check_split(split: str) -> str:
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
+    if not path.exists():
         raise DataError("annotation file not found", source=path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "annotation file", max_bytes=MAX_ANNOTATION_BYTES, error=DataError)
     if not text.strip():
         raise DataError("annotation file is empty", source=path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON: {exc.msg}", source=path, line=exc.lineno) from None
+    except RecursionError:
+        raise DataError("not a COCO file: JSON nested too deeply", source=path) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object with images, annotations, categories", source=path)
     for key in ("images", "annotations", "categories"):
@@ -153,7 +162,7 @@ def _image_size(path: Path) -> tuple[int, int]:
             return im.size
     except FileNotFoundError:
         raise DataError("image file not found", source=path) from None
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image: {exc}", source=path) from None
 
 
@@ -223,16 +232,32 @@ def _check_same_categories(
 
 
 def _coco_images(data: dict, path: Path) -> dict[int, dict]:
-    """The image entries by id (file order); ids unique, each with a ``file_name``."""
+    """The image entries by id (file order); ids unique, each with a ``file_name`` that
+    stays inside the images folder (unless ``$SCALING_LAB_IMAGES_ANYWHERE=1``)."""
     images: dict[int, dict] = {}
+    anywhere = os.environ.get(ALLOW_OUTSIDE_ENV) == "1"
     for i, img in enumerate(data["images"]):
         iid = _int_field(img, "id", f"image #{i}", path)
         if iid in images:
             raise DataError(f"duplicate image id {iid}", source=path)
-        if not isinstance(img.get("file_name"), str):
+        name = img.get("file_name")
+        if not isinstance(name, str) or not name or "\0" in name:
             raise DataError(f"image {iid}: missing 'file_name'", source=path)
+        if not anywhere and not _stays_inside(name):
+            raise DataError(
+                f"image {iid}: file_name {name!r} points outside the images folder (set "
+                f"{ALLOW_OUTSIDE_ENV}=1 to allow it)",
+                source=path,
+            )
         images[iid] = img
     return images
+
+
+def _stays_inside(name: str) -> bool:
+    """A relative path that does not climb out with ``..`` (links inside the dataset, e.g.
+    an images folder linked to shared storage, are the user's own choice)."""
+    norm = os.path.normpath(name)
+    return not os.path.isabs(name) and norm != ".." and not norm.startswith(".." + os.sep)
 
 
 def _image_wh(img: dict, images_dir: Path) -> tuple[int, int]:
@@ -332,8 +357,9 @@ def parse_yolo(images_dir: str | Path, labels_dir: str | Path, nc: int) -> list[
         label = labels_dir / path.relative_to(images_dir).with_suffix(".txt")
         issues = IssueLog(label)
         boxes, classes = [], []
-        if label.is_file():
-            for lineno, line in enumerate(label.read_text().splitlines(), start=1):
+        if label.exists():
+            text = read_text_file(label, "label file", max_bytes=MAX_LABEL_BYTES, error=DataError)
+            for lineno, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 parts = line.split()
@@ -411,10 +437,15 @@ def write_json_atomic(path: Path, obj) -> None:
 def _yolo_names(yaml_file: Path) -> tuple[list[str], dict]:
     import yaml
 
+    text = read_text_file(yaml_file, "dataset file", error=DataError)
     try:
-        cfg = yaml.safe_load(yaml_file.read_text()) or {}
+        check_yaml_size(text, str(yaml_file))
+        cfg = yaml.safe_load(text) or {}
+    except UserError as exc:
+        raise DataError(exc.reason, source=yaml_file, line=exc.line) from None
     except yaml.YAMLError as exc:
-        raise DataError(f"not valid YAML: {exc}", source=yaml_file) from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DataError(f"not valid YAML: {problem}", source=yaml_file) from None
     if not isinstance(cfg, dict):
         raise DataError("expected a mapping with 'names'", source=yaml_file)
     names = cfg.get("names")
@@ -497,6 +528,28 @@ def _resolve_yolo(root: Path, yaml_file: Path, cache_dir: Path | None) -> Datase
     write_json_atomic(val_ann, records_to_coco(records, names, category_ids, split_dirs["val"]))
     info.val_ann = val_ann
     return info
+
+
+def check_data_ref(data: str | Path) -> None:
+    """What ``resolve_data`` refuses first, without parsing any annotations: synth
+    parameters in range, or an existing folder / data.yaml in a known layout (a sweep checks
+    this before any trial starts)."""
+    text = str(data)
+    if text == "synth" or text.startswith("synth:"):
+        from scaling_lab.data.synth import check_synth_params, parse_synth_params
+
+        check_synth_params(**parse_synth_params(text))
+        return
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return
+    if not path.is_dir():
+        raise DataError("no such dataset folder (or 'synth')", source=path)
+    if not (path / "annotations").is_dir() and not (path / "labels").is_dir():
+        raise DataError(
+            "not a dataset: expected annotations/ (COCO layout) or labels/ + data.yaml (YOLO)",
+            source=path,
+        )
 
 
 def resolve_data(data: str | Path, *, cache_dir: Path | None = None) -> DatasetInfo:

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from scaling_lab.data.errors import DataError
+from scaling_lab.limits import MAX_IMG_SIZE, MAX_SYNTH_IMAGES
 
 GENERATOR_VERSION = 1
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "star")
@@ -241,18 +242,35 @@ def render_image(
 # --------------------------------------------------------------------------- the set
 
 
+def check_synth_params(
+    *, images: int = 600, size: int = 320, seed: int = 0, val_fraction: float = 0.2
+) -> None:
+    """The parameters' ranges (``scaling_lab.limits``), checked before anything is drawn."""
+    if images < 2:
+        raise DataError(f"need at least 2 images, got {images}", field="images")
+    if images > MAX_SYNTH_IMAGES:
+        raise DataError(
+            f"at most {MAX_SYNTH_IMAGES} images (MAX_SYNTH_IMAGES), got {images}", field="images"
+        )
+    if size < 64:
+        raise DataError(f"size must be >= 64, got {size}", field="size")
+    if size > MAX_IMG_SIZE:
+        raise DataError(
+            f"size must be at most {MAX_IMG_SIZE} (MAX_IMG_SIZE), got {size}", field="size"
+        )
+    if not 0 <= seed < 2**63:
+        raise DataError(f"seed must be a non-negative integer, got {seed}", field="seed")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}", field="val_fraction")
+
+
 def make_synth(
     out: Path, *, images: int = 600, size: int = 320, seed: int = 0, val_fraction: float = 0.2
 ) -> Path:
     """Write the set to ``out``: ``images/{train,val}/NNNNNN.jpg``,
     ``annotations/instances_{train,val}.json`` and ``synth.json`` (parameters, statistics;
     written last). Returns ``out``."""
-    if images < 2:
-        raise DataError(f"need at least 2 images, got {images}", field="images")
-    if size < 64:
-        raise DataError(f"size must be >= 64, got {size}", field="size")
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}", field="val_fraction")
+    check_synth_params(images=images, size=size, seed=seed, val_fraction=val_fraction)
     out = Path(out)
     n_val = min(images - 1, max(1, round(images * val_fraction)))
     categories = [
@@ -308,6 +326,7 @@ def ensure_synth(
 ) -> Path:
     """The cached set for these parameters under ``base``, made first if missing. It is built
     in a temporary folder and renamed into place, so concurrent callers (DDP ranks) are safe."""
+    check_synth_params(images=images, size=size, seed=seed, val_fraction=val_fraction)
     final = Path(base) / synth_name(images, size, seed, val_fraction)
     if (final / "synth.json").is_file():
         return final

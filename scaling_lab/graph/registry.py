@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaling_lab import schema
+from scaling_lab.limits import MAX_BLOCK_DEPTH
 from scaling_lab.spec.errors import SpecError
 
 ROLES = ("computational", "transition", "fixed")
@@ -58,6 +59,7 @@ class BlockType:
     lower: Callable[..., Any]
     role: str
     n_inputs: int | None  # None: any number (concat, detect)
+    head: bool = False  # a detection head: a model has exactly one, as its output
 
     @property
     def doc(self) -> str:
@@ -68,12 +70,18 @@ _REGISTRY: dict[str, BlockType] = {}
 
 
 def register_block(
-    name: str, cfg_cls: type, *, role: str = "fixed", n_inputs: int | None = 1
+    name: str,
+    cfg_cls: type,
+    *,
+    role: str = "fixed",
+    n_inputs: int | None = 1,
+    head: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a block type; its lowering function is ``fn(cfg, inputs, lb) -> Port``.
 
     ``role`` tells compound scaling what the block is (paper §3.2): a computational block
-    (depth scales), a transition (width follows the blocks), or fixed.
+    (depth scales), a transition (width follows the blocks), or fixed. ``head``: a detection
+    head (a model spec has exactly one, as its last node).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -84,7 +92,7 @@ def register_block(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"block registry: '{name}' is already registered")
-        _REGISTRY[name] = BlockType(name, cfg_cls, fn, role, n_inputs)
+        _REGISTRY[name] = BlockType(name, cfg_cls, fn, role, n_inputs, head)
         return fn
 
     return decorate
@@ -132,10 +140,34 @@ def _ensure_builtin_blocks() -> None:
     import scaling_lab.graph.blocks  # noqa: F401  (registers the built-in blocks on import)
 
 
+REPEAT_FIELDS = ("depth", "n", "cardinality")  # loop counts of a lowering, besides "scale"
+
+
+def check_sizes(block: BlockType, cfg: Any) -> None:
+    """Bounds that keep lowering cheap: repeat counts at most ``MAX_BLOCK_DEPTH``, every
+    integer below 2**31 (a channel count of 10**20 would only be refused later, by memory)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if not isinstance(v, int) or isinstance(v, bool):
+                continue
+            repeat = f.metadata.get("scale") == "depth" or f.name in REPEAT_FIELDS
+            if repeat and v > MAX_BLOCK_DEPTH:
+                raise SpecError(
+                    f"{v} is more than {MAX_BLOCK_DEPTH} (MAX_BLOCK_DEPTH) for block "
+                    f"'{block.name}'",
+                    field=f.name,
+                )
+            if abs(v) >= 2**31:
+                raise SpecError(f"{v} is out of range for block '{block.name}'", field=f.name)
+
+
 def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:
-    """Build a block's config from spec fields, checking names, types and ``check()``."""
+    """Build a block's config from spec fields, checking names, types, sizes and
+    ``check()``."""
     try:
-        return schema.build(block.cfg_cls, fields)
+        cfg = schema.build(block.cfg_cls, fields)
     except schema.UnknownKeyError as exc:
         known = ", ".join(exc.known)
         raise SpecError(
@@ -145,6 +177,8 @@ def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:
         raise SpecError(f"required field missing for block '{block.name}'", field=exc.key) from None
     except schema.SchemaError as exc:
         raise SpecError(exc.reason, field=exc.field) from None
+    check_sizes(block, cfg)
+    return cfg
 
 
 def cfg_fields(cfg: Any) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from typing import Annotated, Any, Literal
 from scaling_lab import schema
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.limits import MAX_NAME_CHARS, MAX_TRIALS, MAX_VARIANTS
 from scaling_lab.schema import INTERNAL, FieldError, Partial
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.spec.yaml_lines import read_yaml_mapping
+from scaling_lab.spec.yaml_lines import read_text_file, read_yaml_file, read_yaml_mapping
 from scaling_lab.sweep.materialize import (
     Overrides,
     check_paths,
@@ -128,6 +129,11 @@ class Search:
     def check(self) -> None:
         if self.trials < 1:
             raise FieldError("trials", f"must be an integer >= 1, got {self.trials}")
+        if self.trials > MAX_TRIALS:
+            raise FieldError(
+                "trials",
+                f"must be an integer from 1 to {MAX_TRIALS} (MAX_TRIALS), got {self.trials}",
+            )
         if not self.objectives:
             raise FieldError("objectives", "a search needs objectives such as {AP: max}")
         if isinstance(self.space, dict):
@@ -214,6 +220,12 @@ class Experiment:
     constraints: tuple[Constraint, ...] = field(default=(), metadata=INTERNAL)
 
     def check(self) -> None:
+        if self.name:
+            check_name(self.name, "name")
+        if len(self.variants) > MAX_VARIANTS:
+            raise FieldError(
+                "variants", f"{len(self.variants)} rows, more than {MAX_VARIANTS} (MAX_VARIANTS)"
+            )
         if bool(self.variants) == (self.search is not None):
             raise FieldError(
                 "",
@@ -270,9 +282,18 @@ class Experiment:
             raise SpecError(f"unknown budget '{budget}' (known: {known})", source=self.path)
         return merge_train(self.train, self.budgets[budget])
 
-    def check_runnable(self, profile_only: bool, budget: str | None = None) -> None:
-        """Errors that depend on how the sweep is run (before any trial starts)."""
+    def check_runnable(
+        self, profile_only: bool, budget: str | None = None, *, local: bool = True
+    ) -> None:
+        """Errors that depend on how the sweep is run (before any trial starts). ``local``:
+        trials run on this machine (embedded Ray), so their devices and datasets are checked
+        here too; every trial would otherwise fail with the same error."""
         settings = self.train_config(budget)
+        if local and self.wants("latency_ms"):
+            self._check_latency()
+        if local and self.trains(profile_only):
+            for where, trial_settings in self._trial_settings(budget):
+                _check_trial_settings(trial_settings, self.path, where)
         if self.trains(profile_only):
             if "data" not in settings:
                 raise SpecError(
@@ -301,6 +322,60 @@ class Experiment:
                     field="search.objectives",
                 )
 
+    def _check_latency(self) -> None:
+        from scaling_lab.analyze.timing import resolve_request
+
+        options = self.latency.given()
+        options.pop("channels_last", None)
+        options.setdefault("device", _default_device())
+        try:
+            resolve_request(**options)
+        except SpecError as exc:
+            raise SpecError(
+                exc.reason, source=self.path, field=f"latency.{exc.field or 'device'}"
+            ) from None
+
+    def _trial_settings(self, budget: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """(where, training settings) of every row, and of every searched training value."""
+        base = self.train_config(budget)
+        out = [("train", base)]
+        for v in self.variants:
+            out.append((f"variants[{v.order}].train", merge_train(base, v.changes.train)))
+        for path, dist in self.search.space.items() if self.search is not None else ():
+            if path.startswith("train."):
+                for value in dist.corners():
+                    extra = Overrides.from_paths({path: value}).train
+                    out.append((f"search.space.{path}", merge_train(base, extra)))
+        return out
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_trial_settings(settings: dict[str, Any], source: str, where: str) -> None:
+    """What a trial's training would refuse at its start: its device and its dataset."""
+    from scaling_lab.analyze.timing import resolve_request
+    from scaling_lab.data.sources import check_data_ref
+
+    device = settings.get("device")
+    if device is not None:
+        try:
+            resolve_request(device=device)
+        except SpecError as exc:
+            raise SpecError(exc.reason, source=source, field=f"{where}.device") from None
+    data = settings.get("data")
+    if isinstance(data, str):
+        try:
+            check_data_ref(data)
+        except UserError as exc:
+            detail = exc.reason if exc.field is None else f"{exc.field} {exc.reason}"
+            if exc.source and exc.source != data:
+                detail = f"{exc.source}: {detail}"
+            raise SpecError(f"'{data}': {detail}", source=source, field=f"{where}.data") from None
+
 
 def _label(variant: Variant | str) -> str:
     return variant if isinstance(variant, str) else variant.label
@@ -312,6 +387,20 @@ def _check_settings(settings: dict[str, Any], where: str) -> None:
         TrainConfig(**{"model": "-", "data": "synth", **settings})
     except FieldError as exc:
         raise FieldError(f"{where}.{exc.field}", str(exc)) from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def check_name(name: str, field: str) -> None:
+    """An experiment name names folders (``reports/NAME``, the sweep storage, Ray's run and
+    the Optuna study): letters, digits and ``_ . + -``, no path parts (``/``, ``..``)."""
+    if not _NAME.fullmatch(name) or ".." in name or len(name) > MAX_NAME_CHARS:
+        raise FieldError(
+            field,
+            f"must be a name of at most {MAX_NAME_CHARS} letters, digits, '_', '.', '+', '-' "
+            f"(no path parts), got {name!r}",
+        )
 
 
 def slug(text: str) -> str:
@@ -382,7 +471,8 @@ def _resolve_search(
                 f"no such search space file: {space}", source=source, field="search.space"
             )
         space_source = str(space_path)
-        raw = read_yaml_mapping(space_path.read_text(), space_source, "a search space")
+        text = read_text_file(space_path, "search space file")
+        raw = read_yaml_mapping(text, space_source, "a search space")
         declared = schema.build(SpaceFile, raw, source=space_source)
         space = declared.params
         lines = {p: schema.line_of(raw, f"params.{p}") for p in space}
@@ -416,12 +506,21 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
         known = PROFILE_COLUMNS + (LATENCY_COLUMNS if timed else ())
         search, constraints = _resolve_search(declared.search, data, source, base_dir, known)
     labels = [v.label for v in variants]
+    name = declared.name or stem
+    try:
+        check_name(name, "name")
+    except FieldError as exc:
+        raise SpecError(
+            f"{exc} (the file name's stem is the default: set 'name:' in the file)",
+            source=source,
+            field="name",
+        ) from None
     scheduler = declared.scheduler
     if isinstance(scheduler, str):
         scheduler = Scheduler() if scheduler == "asha" else None
     return dataclasses.replace(
         declared,
-        name=declared.name or stem,
+        name=name,
         path=source,
         base=_resolve_model(declared.base, base_dir),
         variants=variants,
@@ -436,10 +535,8 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
 def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experiment:
     """Read and check an experiment file (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError("no such experiment file", source=str(path))
     source = str(path)
-    data = read_yaml_mapping(path.read_text(), source, "an experiment")
+    data = read_yaml_file(path, "experiment file")
     try:
         experiment = parse_experiment(data, source=source, base_dir=path.parent, stem=path.stem)
     except UserError as exc:

@@ -3,7 +3,8 @@
 Override paths (the keys of a variant's ``overrides`` and of a search space):
 
 - ``NODE.FIELD``: a block field; ``NODE`` may be an ``fnmatch`` pattern (``elan*.depth``,
-  ``*.act``) that sets every matching node having that field;
+  ``*.act``) that sets every matching node having that field; ``NODE.from`` rewires the
+  node's inputs (a node name, ``node.port``, or a list, as in spec text);
 - ``nc``, ``img_size``, ``act``, ``repconv``: model-level settings (``repconv``: ``none``,
   ``all``, ``planned`` or a PATTERN -> placement mapping);
 - ``scale.depth``, ``scale.width``, ``scale.mode``: arguments of ``transforms.scale``, applied
@@ -22,12 +23,14 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from scaling_lab.graph.block_graph import BlockGraph, BlockNode
+from scaling_lab.graph.block_graph import BlockGraph, BlockNode, rewire
 from scaling_lab.graph.registry import cfg_fields, make_cfg
 from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.spec.load import parse_inputs
 
 SETTINGS = ("nc", "img_size", "act", "repconv")
+INPUTS = "from"  # NODE.from: a node's inputs, not a block field
 SCALE_KEYS = ("depth", "width", "mode")
 
 
@@ -128,7 +131,7 @@ def matching_nodes(graph: BlockGraph, path: str, *, source: str) -> list[tuple[B
     found = []
     for name in names:
         node = graph.node(name)
-        if field in {f.name for f in dataclasses.fields(node.cfg)}:
+        if field == INPUTS or field in {f.name for f in dataclasses.fields(node.cfg)}:
             found.append((node, field))
         elif not is_glob:
             known = ", ".join(f.name for f in dataclasses.fields(node.cfg))
@@ -152,9 +155,14 @@ def set_fields(graph: BlockGraph, fields: dict[str, Any], *, source: str) -> Blo
     if not fields:
         return graph
     changes: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, Any] = {}
     for path, value in fields.items():
         for node, field in matching_nodes(graph, path, source=source):
-            changes.setdefault(node.name, {})[field] = value
+            if field == INPUTS:
+                inputs[node.name] = value
+            else:
+                changes.setdefault(node.name, {})[field] = value
+    graph = _rewired(graph, inputs, source)
     nodes = []
     for node in graph.nodes:
         if node.name not in changes:
@@ -168,6 +176,22 @@ def set_fields(graph: BlockGraph, fields: dict[str, Any], *, source: str) -> Blo
             ) from None
         nodes.append(dataclasses.replace(node, cfg=cfg))
     return graph.with_nodes(nodes)
+
+
+def _rewired(graph: BlockGraph, inputs: dict[str, Any], source: str) -> BlockGraph:
+    """``graph`` with the NODE.from overrides applied (values as spec text writes them)."""
+    if not inputs:
+        return graph
+    try:
+        parsed = {
+            name: parse_inputs([] if raw is None else raw, name, source, None)
+            for name, raw in inputs.items()
+        }
+        return rewire(graph, parsed)
+    except SpecError as exc:
+        raise SpecError(
+            f"override: {exc.reason}", source=source, node=exc.node, field=exc.field
+        ) from None
 
 
 def materialize(

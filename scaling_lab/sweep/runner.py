@@ -163,6 +163,18 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
+
+
+def _loopback_only() -> None:
+    """The embedded Ray listens on 127.0.0.1 only: its node address is the loopback one (Ray's
+    single-machine mode), for this process and the Ray processes it starts."""
+    os.environ[LOOPBACK_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray resolves the node address
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     import ray
 
@@ -182,7 +194,30 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
                 field="address",
             ) from None
     else:
+        _loopback_only()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _check_resources(experiment: Experiment, num_cpus: int | None) -> None:
+    """A trial asking the embedded Ray for more than this machine has would wait forever."""
+    cpus = num_cpus or os.cpu_count() or 1
+    want = experiment.resources
+    if want.cpu > cpus:
+        raise SpecError(
+            f"a trial asks for {want.cpu:g} CPUs, the embedded Ray has {cpus}",
+            source=experiment.path,
+            field="resources.cpu",
+        )
+    if want.gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if want.gpu > gpus:
+            raise SpecError(
+                f"a trial asks for {want.gpu:g} GPUs, this machine has {gpus}",
+                source=experiment.path,
+                field="resources.gpu",
+            )
 
 
 def _plan_round(
@@ -271,7 +306,9 @@ def run_sweep(
     verbose: int = 1,
 ) -> pd.DataFrame:
     """Run (or finish, with ``resume``) a sweep; returns the tidy results table."""
-    experiment.check_runnable(profile_only, budget)
+    experiment.check_runnable(profile_only, budget, local=not address)
+    if not address:
+        _check_resources(experiment, num_cpus)
     settings = experiment.train_config(budget)
     trains = experiment.trains(profile_only)
     sweep_dir = Path(storage).resolve() / experiment.name

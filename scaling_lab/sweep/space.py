@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from scaling_lab import schema
+from scaling_lab.limits import MAX_CHOICES, MAX_SEARCH_ABS
 from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 
@@ -51,14 +52,24 @@ class Distribution:
                 raise FieldError("", "a categorical distribution has only 'choices'")
             if not self.choices:
                 raise FieldError("choices", "categorical needs a non-empty list 'choices'")
+            if len(self.choices) > MAX_CHOICES:
+                raise FieldError(
+                    "choices", f"{len(self.choices)} choices, more than {MAX_CHOICES} (MAX_CHOICES)"
+                )
             return
         integer = self.type == "int"
         kind = "integer" if integer else "number"
         if self.choices:
             raise FieldError("choices", f"a {self.type} distribution has no 'choices'")
-        for name in ("low", "high"):
-            if not _number(getattr(self, name), integer=integer):
+        for name in ("low", "high", "step"):
+            value = getattr(self, name)
+            if name != "step" and not _number(value, integer=integer):
                 raise FieldError(name, f"'{name}' must be a finite {kind}")
+            if value is not None and _number(value, integer=False) and abs(value) > MAX_SEARCH_ABS:
+                raise FieldError(
+                    name,
+                    f"'{name}' must be within +-{MAX_SEARCH_ABS:g} (MAX_SEARCH_ABS), got {value}",
+                )
         if self.low >= self.high:
             raise FieldError("", f"'low' ({self.low}) must be below 'high' ({self.high})")
         if self.step is not None:

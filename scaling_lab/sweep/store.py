@@ -112,4 +112,10 @@ def read_results(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / "results.csv"
     if not path.is_file():
         raise UserError("no results here: run `lab sweep` first", source=str(path))
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"not a results table ({reason}): rerun `lab sweep`", source=str(path)
+        ) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,89 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+# what every checkpoint holds (evaluation needs these), and what resuming needs besides
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "spec": str,
+    "config": dict,
+    "hyp": dict,
+    "model": dict,
+    "ema": (dict, type(None)),
+}
+_RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
+    "optimizer": dict,
+    "scaler": (dict, type(None)),
+    "epoch": int,
+    "step_in_epoch": int,
+    "global_step": int,
+    "last_opt_step": int,
+    "epoch_loss_sum": list,
+    "best_fitness": (int, float),
+    "steps_per_epoch": int,
+    "ranks": list,
+}
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """torch's reason in a few words: for a weights-only refusal the unpickler's own line,
+    never its multi-line advice to load with ``weights_only=False``."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed"):
+        body = text.split("Check the documentation")[0]
+        if "WeightsUnpickler error:" in body:
+            detail = body.split("WeightsUnpickler error:", 1)[1]
+        else:  # the advice is numbered "(1)", "(2)" or starts "In PyTorch" / "Please"
+            advice = re.compile(r"\s*(\(\d\)|Please|In PyTorch)")
+            detail = " ".join(ln for ln in body.splitlines()[1:] if not advice.match(ln))
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(detail.split()))
+        detail = detail.split(" Please use")[0][:200] or "no detail"
+        return f"the weights-only loader refused it ({detail}); no code from it was run"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _check_zip_size(path: Path) -> None:
+    """A zip checkpoint whose members would not fit in memory is refused before loading."""
+    import zipfile
+
+    from scaling_lab.nn.memory import memory_left
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load reports it
+    left = memory_left()
+    if left is not None and size > left:
+        raise CheckpointError(
+            f"holds {size / 2**30:.1f} GB, more than the {left / 2**30:.1f} GB of memory left",
+            source=str(path),
+        )
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | Path, *, resume: bool = False) -> None:
+    """Refuse a partial or damaged checkpoint with the key that is missing or wrong."""
+    wanted = {**_KEYS, **(_RESUME_KEYS if resume else {})}
+    for key, kind in wanted.items():
+        if key not in ckpt:
+            raise CheckpointError("incomplete checkpoint: no entry", source=str(path), field=key)
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            raise CheckpointError(
+                f"damaged checkpoint: unexpected {type(ckpt[key]).__name__}",
+                source=str(path),
+                field=key,
+            )
+    if ckpt["ema"] is not None and not isinstance(ckpt["ema"].get("module"), dict):
+        raise CheckpointError("damaged checkpoint: no EMA weights", source=str(path), field="ema")
+    for key in ("epoch", "step_in_epoch", "global_step", "steps_per_epoch", "last_opt_step"):
+        low = -1 if key == "last_opt_step" else 0
+        if key in wanted and ckpt[key] < low:
+            raise CheckpointError(f"damaged checkpoint: {ckpt[key]}", source=str(path), field=key)
+    if resume and (ckpt.get("kind") != "last" or ckpt["optimizer"] is None):
+        raise CheckpointError(
+            "not resumable (only weights/last.pt holds the optimizer state)", source=str(path)
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
     path = Path(path)
@@ -48,12 +132,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "weights" / "last.pt"
     if not path.is_file():
         raise CheckpointError("no checkpoint here", source=str(path))
+    _check_zip_size(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"cannot be read as a checkpoint ({reason})", source=str(path)
+            f"cannot be read as a checkpoint: {_why_unreadable(exc)}", source=str(path)
+        ) from None
+    except Exception as exc:  # any other way a file that is not a checkpoint fails to parse
+        raise CheckpointError(
+            f"cannot be read as a checkpoint: {type(exc).__name__}: {_why_unreadable(exc)}",
+            source=str(path),
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"not a scaling_lab training checkpoint ({FORMAT})", source=str(path))

@@ -57,11 +57,14 @@ def test_profile_thop_counter_per_node_lines_up(capsys):
 def test_profile_spec_path(tmp_path, capsys):
     spec = tmp_path / "mine.yaml"
     spec.write_text(
-        "name: mine\nimg_size: 32\nnodes:\n  a: {type: conv, c: 8, k: 3}\n  b: {type: conv, c: 4}\n"
+        "name: mine\nimg_size: 32\nnc: 1\nanchors: [[10, 13]]\nnodes:\n"
+        "  a: {type: conv, c: 8, k: 3}\n  b: {type: conv, c: 4}\n"
+        "  head: {type: detect, from: [b], implicit: false}\n"
     )
     assert main(["profile", str(spec), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["model"] == "mine" and data["params"] == (8 * 27 + 16) + (4 * 8 + 8)
+    head = 4 * 6 + 6  # one anchor x (5 + 1 class) outputs, with bias
+    assert data["model"] == "mine" and data["params"] == (8 * 27 + 16) + (4 * 8 + 8) + head
 
 
 def test_zoo_lists_every_model(capsys):

@@ -148,13 +148,13 @@ def test_killed_training_sweep_resumes_with_each_trial_trained_once(tmp_path):
 
 
 FAILING = """\
-description: one trial raises (its dataset is missing), the other finishes
+description: one trial raises (its dataset's annotations are broken), the other finishes
 base: yolov7-tiny
 metrics: [params, AP]
 variants:
   - label: good
-  - label: missing data
-    train: {data: /nonexistent/coco}
+  - label: broken data
+    train: {data: BROKEN}
 train:
   data: synth:images=12,size=64
   img_size: 64
@@ -167,17 +167,21 @@ train:
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
+    broken = tmp_path / "broken"  # a COCO folder (passes the up-front check), bad JSON inside
+    (broken / "annotations").mkdir(parents=True)
+    (broken / "annotations" / "instances_val.json").write_text("{")
+    (broken / "images" / "val").mkdir(parents=True)
     path = tmp_path / "failing.yaml"
-    path.write_text(FAILING)
+    path.write_text(FAILING.replace("BROKEN", str(broken)))
     frame = run_sweep(
         load_experiment(path), storage=tmp_path / "runs", reports=tmp_path / "reports", verbose=0
     )
     by_label = frame.set_index("label")
     assert by_label.loc["good", "status"] == "finished"
     assert by_label.loc["good", "epochs_done"] == 1
-    assert by_label.loc["missing data", "status"] == "failed"
-    assert "DataError" in by_label.loc["missing data", "error"]
-    assert "/nonexistent/coco" in by_label.loc["missing data", "error"]
+    assert by_label.loc["broken data", "status"] == "failed"
+    assert "DataError" in by_label.loc["broken data", "error"]
+    assert "instances_val.json" in by_label.loc["broken data", "error"]
 
     # a rerun without --resume refuses to mix two sweeps in one folder
     with pytest.raises(Exception, match="--resume"):

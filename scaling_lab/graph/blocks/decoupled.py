@@ -33,7 +33,7 @@ class YoloxHeadCfg:
         check_positive(self, "c", "depth")
 
 
-@register_block("yolox_head", YoloxHeadCfg, n_inputs=None)
+@register_block("yolox_head", YoloxHeadCfg, n_inputs=None, head=True)
 def lower_yolox_head(cfg: YoloxHeadCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     maps = []
     for x in inputs:
@@ -62,7 +62,7 @@ class PpyoloeHeadCfg:
         check_positive(self, "reg_max")
 
 
-@register_block("ppyoloe_head", PpyoloeHeadCfg, n_inputs=None)
+@register_block("ppyoloe_head", PpyoloeHeadCfg, n_inputs=None, head=True)
 def lower_ppyoloe_head(cfg: PpyoloeHeadCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     maps = []
     for x in inputs:

@@ -19,7 +19,7 @@ class DetectCfg:
     implicit: bool = True
 
 
-@register_block("detect", DetectCfg, n_inputs=None)
+@register_block("detect", DetectCfg, n_inputs=None, head=True)
 def lower_detect(cfg: DetectCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     return lb.detect(inputs, implicit=cfg.implicit)
 
@@ -33,7 +33,7 @@ class AuxDetectCfg:
     implicit: bool = True
 
 
-@register_block("aux_detect", AuxDetectCfg, n_inputs=None)
+@register_block("aux_detect", AuxDetectCfg, n_inputs=None, head=True)
 def lower_aux_detect(cfg: AuxDetectCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     if len(inputs) % 2:
         raise lb.fail(
