@@ -12,9 +12,15 @@ from typing import Any
 
 import yaml
 
-from scaling_lab.graph.registry import BlockType, cfg_fields, get_block, make_cfg
+from scaling_lab.graph.registry import (
+    BlockType,
+    cfg_fields,
+    get_block,
+    make_cfg,
+    registered_blocks,
+)
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.spec.load import ModelSpec, NodeSpec
+from scaling_lab.spec.load import ModelSpec, NodeSpec, split_input
 from scaling_lab.spec.settings import ModelSettings
 
 INPUT = "input"  # the image; a node may name it in `from`
@@ -22,7 +28,10 @@ INPUT = "input"  # the image; a node may name it in `from`
 
 @dataclass(frozen=True)
 class BlockNode:
-    """One block instance: name, block type, checked config, resolved input names."""
+    """One block instance: name, block type, checked config, resolved inputs.
+
+    An input is a node name (its output) or ``node.port`` (a named internal tensor the
+    node's lowering declares, ``LayerBuilder.port``); ``sources`` are the nodes read."""
 
     name: str
     type: str
@@ -33,6 +42,11 @@ class BlockNode:
     @property
     def block(self) -> BlockType:
         return get_block(self.type)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The node read by each input (``td5`` for ``td5.group1``), in input order."""
+        return tuple(split_input(ref)[0] for ref in self.inputs)
 
     @property
     def role(self) -> str:
@@ -65,9 +79,19 @@ class BlockGraph(ModelSettings):
         """For each node name, the nodes that read it."""
         out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
-            for src in n.inputs:
+            for src in dict.fromkeys(n.sources):
                 if src in out:
                     out[src].append(n.name)
+        return out
+
+    def port_reads(self) -> dict[str, set[str]]:
+        """For each node whose ports are read (``from: node.port``), the port names read."""
+        out: dict[str, set[str]] = {}
+        for n in self.nodes:
+            for ref in n.inputs:
+                src, port = split_input(ref)
+                if port is not None:
+                    out.setdefault(src, set()).add(port)
         return out
 
 
@@ -80,22 +104,54 @@ def _resolve_node(spec_node: NodeSpec, previous: str, source: str) -> BlockNode:
             exc.reason, source=source, node=spec_node.name, field=exc.field, line=spec_node.line
         ) from None
     inputs = spec_node.inputs if spec_node.inputs is not None else (previous,)
+    _check_arity(block, inputs, spec_node.name, source, spec_node.line)
+    return BlockNode(spec_node.name, spec_node.type, cfg, tuple(inputs), spec_node.line)
+
+
+def _check_arity(
+    block: BlockType, inputs: tuple[str, ...], node: str, source: str, line: int | None
+) -> None:
     if block.n_inputs is not None and len(inputs) != block.n_inputs:
         raise SpecError(
             f"block '{block.name}' takes {block.n_inputs} input(s), got {len(inputs)}",
             source=source,
-            node=spec_node.name,
+            node=node,
             field="from",
-            line=spec_node.line,
+            line=line,
         )
-    return BlockNode(spec_node.name, spec_node.type, cfg, tuple(inputs), spec_node.line)
+
+
+def rewire(graph: BlockGraph, inputs: dict[str, tuple[str, ...]]) -> BlockGraph:
+    """A copy of ``graph`` with some nodes' inputs replaced (``{node: inputs}``), checked
+    like spec text: arity, known nodes, no cycle, known ports."""
+    nodes = []
+    for node in graph.nodes:
+        if node.name in inputs:
+            new = tuple(inputs[node.name])
+            _check_arity(node.block, new, node.name, graph.source, node.line)
+            node = replace(node, inputs=new)
+        nodes.append(node)
+    rewired = graph.with_nodes(_toposort(nodes, graph.source))
+    if any(n.block.head for n in graph.nodes):
+        check_head(rewired)  # still the output, read by no node
+    _check_ports(rewired)
+    return rewired
+
+
+def _check_ports(graph: BlockGraph) -> None:
+    """Refuse a ``node.port`` input whose node declares no such port. Ports are declared by
+    lowering, so a graph that reads any is lowered once here (one that reads none: free)."""
+    if graph.port_reads():
+        from scaling_lab.graph.lower import check_ports  # lower imports this module
+
+        check_ports(graph)
 
 
 def _toposort(nodes: list[BlockNode], source: str) -> list[BlockNode]:
     """Order nodes so inputs come first, keeping the written order where possible."""
     by_name = {n.name: n for n in nodes}
     for n in nodes:
-        for src in n.inputs:
+        for src in n.sources:
             if src != INPUT and src not in by_name:
                 raise SpecError(
                     f"unknown input '{src}' (known: {', '.join([INPUT, *by_name])})",
@@ -106,49 +162,115 @@ def _toposort(nodes: list[BlockNode], source: str) -> list[BlockNode]:
                 )
     state: dict[str, int] = {}  # 1 = visiting, 2 = done
     ordered: list[BlockNode] = []
-
-    def visit(n: BlockNode, path: list[str]) -> None:
-        if state.get(n.name) == 2:
-            return
-        if state.get(n.name) == 1:
-            cycle = " -> ".join([*path[path.index(n.name) :], n.name])
-            raise SpecError(
-                f"cycle in the graph: {cycle}",
-                source=source,
-                node=n.name,
-                field="from",
-                line=n.line,
-            )
-        state[n.name] = 1
-        for src in n.inputs:
-            if src != INPUT:
-                visit(by_name[src], [*path, n.name])
-        state[n.name] = 2
-        ordered.append(n)
-
-    for n in nodes:
-        visit(n, [])
+    # depth-first with an explicit stack: a long chain written consumers first must not
+    # reach Python's recursion limit
+    for root in nodes:
+        if state.get(root.name) == 2:
+            continue
+        state[root.name] = 1
+        path = [root.name]
+        stack = [(root, iter(root.sources))]
+        while stack:
+            n, pending = stack[-1]
+            for src in pending:
+                if src == INPUT or state.get(src) == 2:
+                    continue
+                m = by_name[src]
+                if state.get(src) == 1:
+                    cycle = " -> ".join([*path[path.index(src) :], src])
+                    raise SpecError(
+                        f"cycle in the graph: {cycle}",
+                        source=source,
+                        node=m.name,
+                        field="from",
+                        line=m.line,
+                    )
+                state[src] = 1
+                path.append(src)
+                stack.append((m, iter(m.sources)))
+                break
+            else:
+                state[n.name] = 2
+                ordered.append(n)
+                stack.pop()
+                path.pop()
     return ordered
 
 
-def build_block_graph(spec: ModelSpec) -> BlockGraph:
-    """Check a parsed spec and turn it into a BlockGraph."""
+# node names that override paths, the image or the loader use for something else
+RESERVED_NAMES = {
+    INPUT: "the image",
+    "scale": "override paths scale.* (the scale transform)",
+    "train": "override paths train.* (training settings)",
+}
+
+
+def _check_name(spec_node: NodeSpec, source: str) -> None:
+    name = spec_node.name
+    why = RESERVED_NAMES.get(name) or ("internal keys" if name.startswith("__") else None)
+    if why:
+        raise SpecError(
+            f"'{name}' is reserved for {why}: choose another node name",
+            source=source,
+            node=name,
+            line=spec_node.line,
+        )
+
+
+def check_head(graph: BlockGraph) -> None:
+    """Exactly one lead detection head (``detect``, ``aux_detect`` or a decoupled head), and
+    it is the model's output: the last node, read by no other node. A spec without one, or
+    with two, would be counted, timed and trained as something other than what it says."""
+    heads = [n for n in graph.nodes if n.block.head]
+    kinds = ", ".join(name for name, b in registered_blocks().items() if b.head)
+    if not heads:
+        raise SpecError(
+            f"no detection head: a model ends in one head node ({kinds})",
+            source=graph.source,
+            field="nodes",
+        )
+    if len(heads) > 1:
+        names = ", ".join(n.name for n in heads)
+        raise SpecError(
+            f"{len(heads)} detection heads ({names}): a model has exactly one (aux_detect "
+            "takes the auxiliary levels as its own inputs)",
+            source=graph.source,
+            node=heads[1].name,
+            line=heads[1].line,
+        )
+    head, last = heads[0], graph.nodes[-1]
+    if last is not head:
+        why = (
+            "reads the head's output"
+            if head.name in last.sources
+            else "comes after it and feeds nothing"
+        )
+        raise SpecError(
+            f"the detection head '{head.name}' must be the model's output: node "
+            f"'{last.name}' {why}",
+            source=graph.source,
+            node=last.name,
+            line=last.line,
+        )
+
+
+def build_block_graph(spec: ModelSpec, *, require_head: bool = True) -> BlockGraph:
+    """Check a parsed spec and turn it into a BlockGraph. ``require_head=False`` lets a
+    fragment without a detection head through (tests, a backbone studied on its own)."""
     seen: set[str] = set()
     nodes: list[BlockNode] = []
     previous = INPUT
     for spec_node in spec.nodes:
-        if spec_node.name == INPUT:
-            raise SpecError(
-                f"'{INPUT}' is reserved for the image",
-                source=spec.source,
-                node=spec_node.name,
-                line=spec_node.line,
-            )
+        _check_name(spec_node, spec.source)
         seen.add(spec_node.name)
         nodes.append(_resolve_node(spec_node, previous, spec.source))
         previous = spec_node.name
     nodes = _toposort(nodes, spec.source)
-    return BlockGraph(nodes=tuple(nodes), **vars(spec.settings))
+    graph = BlockGraph(nodes=tuple(nodes), **vars(spec.settings))
+    if require_head:
+        check_head(graph)
+    _check_ports(graph)
+    return graph
 
 
 class _FlowList(list):

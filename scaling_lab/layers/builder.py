@@ -4,17 +4,23 @@ Every op infers its output shape and checks its inputs (``Op.infer_shape``), so 
 channel count or a spatial mismatch is reported at the node that caused it, before any torch
 code runs. The named helpers (``conv``, ``concat``, ...) only fill in an op's arguments; a
 block that brings its own op calls ``emit`` with it.
+
+Ports: a lowering function may name internal tensors of its node (``port``) that other nodes
+read as ``from: node.port``. A port is an existing layer's output, or a recipe (an op on one,
+e.g. a channel slice) that is emitted only when some node reads the port, so a port nobody
+reads adds no layer and no work.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
 from scaling_lab import ops
 from scaling_lab.layers.layer_graph import Layer
+from scaling_lab.limits import MAX_LAYERS
 from scaling_lab.ops.base import Op, Port, Shape
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.settings import ModelSettings
@@ -29,20 +35,56 @@ class LayerBuilder:
         self._node = ""
         self._start = 0
         self._counts: Counter[str] = Counter()
+        self._wanted: frozenset[str] = frozenset()
+        self.declared_ports: dict[str, tuple[str, ...]] = {}  # node -> its port names
+        self.read_ports: dict[str, Port] = {}  # "node.port" -> tensor, for ports read
 
     # -- node bookkeeping -------------------------------------------------------------
-    def begin(self, node: str) -> None:
+    def begin(self, node: str, read_ports: Collection[str] = ()) -> None:
+        """Open a node; ``read_ports``: which of its ports other nodes read (emitted)."""
         self._node = node
         self._start = len(self.layers)
         self._counts = Counter()
+        self._wanted = frozenset(read_ports)
 
     def end(self, out: Port) -> Port:
         """Close a node; a node that lowered to a single layer takes the node's name."""
         emitted = self.layers[self._start :]
+        last = emitted[-1].name if emitted else None
+        if last != out.name and any(p.name == last for p in self.read_ports.values()):
+            raise self.fail("ports must be declared before the node's output layer")
         if len(emitted) == 1 and emitted[0].name == out.name:
             self.layers[-1] = replace(emitted[0], name=self._node)
-            return Port(self._node, out.shape)
+            renamed = Port(self._node, out.shape)
+            prefix = f"{self._node}."
+            for key, port in self.read_ports.items():
+                if key.startswith(prefix) and port.name == out.name:
+                    self.read_ports[key] = renamed
+            return renamed
         return out
+
+    def port(self, name: str, x: Port, op: Op | None = None) -> None:
+        """Declare port ``name`` of the current node: ``x`` itself, or ``op`` applied to ``x``
+        (one input). The op is emitted, as layer ``node.<name>``, only if a node reads the
+        port; declare ports before the node's output layer, which must stay its last."""
+        if not name.isidentifier():
+            raise self.fail(f"port names must be identifiers, got {name!r}")
+        declared = self.declared_ports.get(self._node, ())
+        if name in declared:
+            raise self.fail(f"port '{name}' declared twice")
+        self.declared_ports[self._node] = (*declared, name)
+        if name not in self._wanted:
+            return
+        if op is not None:
+            full = f"{self._node}.{name}"
+            if any(layer.name == full for layer in self.layers[self._start :]):
+                raise self.fail(f"port '{name}' has the name of a layer of the node")
+            x = self.emit(op, [x], name)
+        self.read_ports[f"{self._node}.{name}"] = x
+
+    def chunk_port(self, name: str, x: Port, groups: int, index: int) -> None:
+        """Port ``name``: channel slice ``index`` (0-based) of ``groups`` equal slices of x."""
+        self.port(name, x, ops.Chunk(groups, index))
 
     def fail(self, message: str, field: str | None = None) -> SpecError:
         return SpecError(message, node=self._node, field=field)
@@ -57,6 +99,8 @@ class LayerBuilder:
             self._counts[op.prefix] += 1
             name = f"{op.prefix}{self._counts[op.prefix]}"
         full = f"{self._node}.{name}"
+        if len(self.layers) >= MAX_LAYERS:
+            raise self.fail(f"the model lowers to more than {MAX_LAYERS} layers (MAX_LAYERS)")
         self.layers.append(Layer(full, op, tuple(p.name for p in inputs), shape, self._node))
         return Port(full, shape)
 

@@ -1,9 +1,11 @@
-"""A readable listing of a graph: nodes with roles, shapes, params and RepConv placements."""
+"""A readable listing of a graph: nodes with roles, shapes, params, RepConv placements and
+the ports other nodes may read (``from: node.port``)."""
 
 from __future__ import annotations
 
 from scaling_lab.analyze.complexity import count_graph
 from scaling_lab.graph.block_graph import BlockGraph
+from scaling_lab.graph.lower import declared_ports
 from scaling_lab.graph.registry import cfg_fields
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.ops.conv import RepConv
@@ -23,8 +25,10 @@ def _fields(node) -> str:
 
 
 def render_graph(blocks: BlockGraph, layers: LayerGraph) -> str:
-    """One line per node: name, type [role], inputs, output shape, params, RepConv marks."""
+    """One line per node: name, type [role], inputs, output shape, params; then its fields,
+    RepConv marks and ports."""
     counts = {c.name: c for c in count_graph(layers).per_layer}
+    ports = declared_ports(blocks)
     by_node: dict[str, list[Layer]] = {}
     for layer in layers:
         by_node.setdefault(layer.node, []).append(layer)
@@ -47,7 +51,9 @@ def render_graph(blocks: BlockGraph, layers: LayerGraph) -> str:
             f"{node.name:<12} {node.type + ' [' + node.role[:5] + ']':<22} "
             f"{sources[:18]:<18} {shape:<22} {params:>11,}"
         )
-        detail = "  ".join(part for part in (_fields(node), _placements(node_layers)) if part)
+        node_ports = "ports: " + ", ".join(ports[node.name]) if node.name in ports else ""
+        parts = (_fields(node), _placements(node_layers), node_ports)
+        detail = "  ".join(part for part in parts if part)
         if detail:
             lines.append(f"{'':<12} {detail}")
     total = count_graph(layers)

@@ -6,13 +6,15 @@ would silently overwrite (two nodes with one name would otherwise lose a node).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling_lab.limits import MAX_CHANNELS, MAX_IMG_SIZE, MAX_NC, MAX_SPEC_NODES
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.settings import ModelSettings, spec_keys
-from scaling_lab.spec.yaml_lines import LINES_KEY, read_yaml_mapping, strip_lines
+from scaling_lab.spec.yaml_lines import LINES_KEY, read_text_file, read_yaml_mapping, strip_lines
 
 TOP_LEVEL_KEYS = spec_keys()
 NODE_META_KEYS = ("type", "from")
@@ -40,7 +42,15 @@ def _read_spec_yaml(text: str, source: str) -> dict:
     return read_yaml_mapping(text, source, "a spec (with a 'nodes' section)")
 
 
-def _parse_inputs(raw: Any, name: str, source: str, line: int | None) -> tuple[str, ...] | None:
+def split_input(ref: str) -> tuple[str, str | None]:
+    """``'node'`` -> ``('node', None)``; ``'node.port'`` -> ``('node', 'port')``: an input
+    names a node's output or one of its ports (a named internal tensor, e.g. an E-ELAN's
+    cardinality group before the merge)."""
+    node, dot, port = ref.partition(".")
+    return node, (port if dot else None)
+
+
+def parse_inputs(raw: Any, name: str, source: str, line: int | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     items = raw if isinstance(raw, list) else [raw]
@@ -52,6 +62,16 @@ def _parse_inputs(raw: Any, name: str, source: str, line: int | None) -> tuple[s
             field="from",
             line=line,
         )
+    for item in items:
+        node, port = split_input(item)
+        if port is not None and not (node.isidentifier() and port.isidentifier()):
+            raise SpecError(
+                f"'{item}' is neither a node name nor NODE.PORT (two identifiers)",
+                source=source,
+                node=name,
+                field="from",
+                line=line,
+            )
     return tuple(items)
 
 
@@ -72,9 +92,12 @@ def _parse_node(name: Any, body: Any, line: int | None, source: str) -> NodeSpec
     block_type = body.get("type")
     if not isinstance(block_type, str):
         raise SpecError("missing block type", source=source, node=name, field="type", line=line)
-    inputs = _parse_inputs(body.get("from"), name, source, line)
+    inputs = parse_inputs(body.get("from"), name, source, line)
     fields = {k: strip_lines(v) for k, v in body.items() if k not in (*NODE_META_KEYS, LINES_KEY)}
     return NodeSpec(name=name, type=block_type, inputs=inputs, fields=fields, line=line)
+
+
+_INT_LIMITS = {"nc": MAX_NC, "img_size": MAX_IMG_SIZE, "channels": MAX_CHANNELS}
 
 
 def _positive_int(data: dict, key: str, default: int, source: str) -> int:
@@ -82,6 +105,13 @@ def _positive_int(data: dict, key: str, default: int, source: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SpecError(
             f"must be a positive integer, got {value!r}",
+            source=source,
+            field=key,
+            line=data[LINES_KEY].get(key),
+        )
+    if value > _INT_LIMITS[key]:
+        raise SpecError(
+            f"must be at most {_INT_LIMITS[key]}, got {value}",
             source=source,
             field=key,
             line=data[LINES_KEY].get(key),
@@ -96,7 +126,7 @@ def _parse_anchors(raw: Any, source: str, line: int | None) -> tuple[tuple[float
         isinstance(level, list)
         and level
         and len(level) % 2 == 0
-        and all(isinstance(v, (int, float)) and v > 0 for v in level)
+        and all(isinstance(v, (int, float)) and 0 < v < math.inf for v in level)
         for level in raw
     )
     if not ok:
@@ -142,6 +172,13 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
     if not isinstance(raw_nodes, dict) or len(raw_nodes) <= 1:
         raise SpecError("must be a mapping of node name -> fields", source=source, field="nodes")
     node_lines = raw_nodes[LINES_KEY]
+    if len(node_lines) > MAX_SPEC_NODES:
+        raise SpecError(
+            f"too many nodes: {len(node_lines)} (limit MAX_SPEC_NODES = {MAX_SPEC_NODES})",
+            source=source,
+            field="nodes",
+            line=lines.get("nodes"),
+        )
     nodes = tuple(
         _parse_node(name, body, node_lines.get(name), source)
         for name, body in raw_nodes.items()
@@ -165,9 +202,4 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
 
 def load_spec(path: str | Path) -> ModelSpec:
     """Read and parse a spec file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read spec file: {exc.strerror}", source=str(path)) from None
-    return parse_spec(text, source=str(path))
+    return parse_spec(read_text_file(path, "spec file"), source=str(path))

@@ -8,11 +8,11 @@ from scaling_lab.graph.block_graph import INPUT, BlockGraph, BlockNode
 
 
 def _prune_unused(nodes: list[BlockNode]) -> list[BlockNode]:
-    """Keep the last node (the head) and everything it reads, in order."""
+    """Keep the last node (the head) and everything it reads (outputs or ports), in order."""
     needed = {nodes[-1].name}
     for node in reversed(nodes):
         if node.name in needed:
-            needed.update(n for n in node.inputs if n != INPUT)
+            needed.update(n for n in node.sources if n != INPUT)
     return [n for n in nodes if n.name in needed]
 
 

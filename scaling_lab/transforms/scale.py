@@ -41,7 +41,7 @@ import statistics
 from typing import Any
 
 from scaling_lab.graph.block_graph import BlockGraph, BlockNode
-from scaling_lab.graph.registry import FieldError
+from scaling_lab.graph.registry import FieldError, check_sizes
 from scaling_lab.spec.errors import SpecError
 
 MODES = ("compound", "width", "depth")
@@ -129,6 +129,12 @@ def _rescale(node: BlockNode, factors: dict[str, float], source: str) -> BlockNo
     if all(getattr(node.cfg, k) == v for k, v in changes.items()):
         return node
     cfg = dataclasses.replace(node.cfg, **changes)
+    try:
+        check_sizes(node.block, cfg)
+    except SpecError as exc:
+        raise SpecError(
+            f"after scaling: {exc.reason}", source=source, node=node.name, field=exc.field
+        ) from None
     check = getattr(cfg, "check", None)
     if check is not None:
         try:

@@ -178,13 +178,46 @@ def test_table5_rcsp_reverses_only_the_backbone_dark_blocks_at_equal_cost():
 @pytest.mark.parametrize(
     "name", ["table6_aux.yaml", "table7_constraint.yaml", "table8_partial_aux.yaml"]
 )
-def test_aux_tables_differ_only_in_training(name):
+def test_aux_tables_base_rows_train_without_the_aux_head(name):
     exp = experiment(name)
     for variant in exp.variants:
         changes = variant.changes
-        assert not (changes.settings or changes.fields or changes.scale)
+        assert not (changes.settings or changes.scale)
         assert variant.model is None
     base = exp.variants[0]
-    assert base.label.startswith("base") and base.changes.train == {"aux_weight": 0.0}
-    assert all(v.changes.train.get("aux_weight", 0.25) > 0 for v in exp.variants[1:])
+    # the base row drops the auxiliary head from the training graph, not its loss weight
+    assert base.label.startswith("base") and base.changes.train == {"aux_head": False}
+    assert all(v.changes.train.get("aux_head", True) for v in exp.variants[1:])
+    assert all(v.changes.train.get("aux_weight", 0.25) > 0 for v in exp.variants)
     assert exp.train_config("paper")["img_size"] == 1280
+    assert "left out" not in exp.description.lower()
+    costs = {deploy_cost(graph) for graph in graphs(name).values()}
+    assert len(costs) == 1  # the auxiliary head is dropped at deploy in every row
+
+
+@pytest.mark.parametrize("name", ["table6_aux.yaml", "table7_constraint.yaml"])
+def test_table6_7_rows_differ_only_in_training(name):
+    assert not any(v.changes.fields for v in experiment(name).variants)
+
+
+def _aux_inputs(graph) -> dict[str, tuple[str, ...]]:
+    return {n.name: n.inputs for n in graph.nodes if n.name.startswith("aux")}
+
+
+def test_table8_partial_aux_reads_one_cardinality_group_and_aux_the_merged_output():
+    exp = experiment("table8_partial_aux.yaml")
+    assert [v.label for v in exp.variants] == list(paper_rows(8))
+    found = graphs("table8_partial_aux.yaml")
+    merged = {"aux3": ("out3",), "aux4": ("td4",), "aux5": ("td5",), "aux6": ("spp",)}
+    partial = {"aux3": ("out3.group1",), "aux4": ("td4.group1",), "aux5": ("td5.group1",)}
+    assert _aux_inputs(found["aux"]) == merged
+    assert _aux_inputs(found["partial aux"]) == {**merged, **partial}
+    assert _aux_inputs(found["base (v7-E6E)"]) == _aux_inputs(found["partial aux"])
+    # the rows differ only in the auxiliary convs' inputs and the training settings
+    strip = [{n.name: (n.type, n.cfg) for n in g.nodes} for g in found.values()]
+    assert all(s == strip[0] for s in strip)
+    aux, partial_aux = found["aux"], found["partial aux"]
+    assert {n.name for n in aux.nodes if n not in partial_aux.nodes} == {"aux3", "aux4", "aux5"}
+    # same training-graph counts: a cardinality group is as wide as the merged output
+    assert profile(aux).params == profile(partial_aux).params
+    assert profile(aux).gflops == profile(partial_aux).gflops

@@ -73,6 +73,11 @@ class EElanCfg(ElanCfg):
     grouped convs; the concat regroups channels by cardinality (shuffle) and the groups'
     outputs are summed (merge cardinality). Equal in params and FLOPs to ``cardinality``
     parallel ELANs added together, which is how the reference implementation writes E6E.
+
+    Ports ``group0`` .. ``group{cardinality-1}``: group g's output before the merge (its
+    transition's output, channel slice g of the grouped transition), i.e. the g-th of the
+    parallel ELANs when their weights are stacked in order. The reference's partial
+    auxiliary head (paper §5.4.3, Table 8) reads such a tensor.
     """
 
     cardinality: int = 2
@@ -93,4 +98,6 @@ def lower_eelan(cfg: EElanCfg, inputs: list[Port], lb: LayerBuilder) -> Port:
     taps = _elan_taps(cfg, inputs[0], lb, widen=g, groups=g)
     shuffled = lb.group_concat(taps, g)
     expanded = lb.conv(shuffled, cfg.c_out * g, 1, groups=g)
+    for i in range(g):  # emitted (a free channel slice) only where a node reads it
+        lb.chunk_port(f"group{i}", expanded, g, i)
     return lb.merge(expanded, g)
