@@ -12,6 +12,10 @@ Usage::
     .venv/bin/python benchmarks/train_step.py                       # yolov7-tiny, 320, batch 16
     .venv/bin/python benchmarks/train_step.py --model yolov7-w6 --img 320 --batch 4
     .venv/bin/python benchmarks/train_step.py --threads 1 --targets 20
+    .venv/bin/python benchmarks/train_step.py --assign reference     # the reference's rule
+
+``benchmarks/assign_speed.py`` times the assignment + loss against the reference's own
+``ComputeLossOTA`` side by side.
 
 Timings on a shared CPU are noisy: the protocol lines give the load and the CPU time other
 processes used while the steps ran.
@@ -48,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="coarse_to_fine",
         choices=("independent", "lead_guided", "coarse_to_fine"),
     )
+    parser.add_argument("--assign", default="own_prior", choices=("own_prior", "reference"))
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     model = scaling_lab.create_model(args.model, img_size=args.img).to(device).train()
     det = find_detect(model)
     # the reference's hyp.scratch.p5 loss gains (before the trainer's rescaling)
-    loss_fn = YoloV7Loss(model, default_hyp("p5"), aux_assigner=args.aux_assigner)
+    hyp = default_hyp("p5")
+    loss_fn = YoloV7Loss(model, hyp, aux_assigner=args.aux_assigner, assign=args.assign)
     gen = torch.Generator().manual_seed(args.seed)
     images = torch.rand(args.batch, 3, args.img, args.img, generator=gen).to(device)
     targets = random_targets(args.batch, args.targets, det.nc, gen).to(device)
@@ -107,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model {args.model} img {args.img} batch {args.batch}, {len(targets)} targets, "
         f"levels {det.n_levels}, aux head {'yes' if len(det.aux) else 'no'} "
-        f"({args.aux_assigner}), warmup {args.warmup}, median of {args.steps} steps"
+        f"({args.aux_assigner}), assign {args.assign}, warmup {args.warmup}, "
+        f"median of {args.steps} steps"
     )
 
     parts: dict[str, list[float]] = {"forward": [], "loss": [], "assign": [], "backward": []}
@@ -126,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         _sync(device)
         t3 = time.perf_counter()
         lead, aux = loss_fn._split([o.detach() for o in outputs])
-        px, strides, anchors = loss_fn._geometry(device, targets, images)
-        loss_fn.assign_labels(lead, aux, px, strides, anchors)
+        loss_fn.assign_labels(lead, aux, targets, images)
         _sync(device)
         t4 = time.perf_counter()
         if step >= args.warmup:

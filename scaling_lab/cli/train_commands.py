@@ -8,8 +8,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scaling_lab.cli.args import JSON_HELP, OneLineParser, add_switch, pick, positive
+from scaling_lab.cli.args import (
+    JSON_HELP,
+    OneLineParser,
+    add_switch,
+    bounded,
+    check_output_dir,
+    check_output_file,
+    pick,
+    positive,
+)
 from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.limits import MAX_IMG_SIZE, MAX_SYNTH_IMAGES, MAX_WORKERS
+from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -19,6 +30,7 @@ if TYPE_CHECKING:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from scaling_lab.data.synth import make_synth, synth_stats
 
+    check_output_dir(args.out, "out")
     out = make_synth(Path(args.out), images=args.images, size=args.size, seed=args.seed)
     stats = synth_stats(out)
     if args.json:
@@ -40,7 +52,9 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 def _default_run_dir(model: str) -> str:
     """``runs/train/NAME``, or ``NAME-2``, ``NAME-3``, ... when taken."""
-    name = Path(model).stem if model.endswith((".yaml", ".yml")) else model
+    path = Path(model)  # a name, never a path out of runs/train
+    name = path.stem if model.endswith((".yaml", ".yml")) else path.name
+    name = name if name not in ("", ".", "..") else "run"
     base = Path("runs/train") / name
     candidate, n = base, 1
     while candidate.exists():
@@ -77,12 +91,16 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         raise SpecError("give --model and --data (or --resume RUN_DIR)", field="model")
     if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SpecError("under torchrun, name the run folder with --out", field="out")
-    return TrainConfig(
+    if args.out is not None:
+        check_output_dir(args.out, "out")
+    settings = dict(
         out=args.out or _default_run_dir(args.model),
         img_size=args.img,
         epochs=args.epochs or 300,
         batch_size=args.batch,
         aux_constraint=args.aux_constraint == "on",
+        assign=args.assign,
+        aux_head=not args.no_aux_head,
         tensorboard=not args.no_tensorboard,
         hyp=_parse_hyp(args.hyp),
         **pick(
@@ -102,6 +120,11 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             "warmup_min_steps",
         ),
     )
+    try:
+        return TrainConfig(**settings)
+    except FieldError as exc:  # a value the flag's type lets through (hyp keys, ranges)
+        flag = "--" + exc.field.split(".")[0].replace("_", "-")
+        raise SpecError(str(exc), field=flag) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -129,6 +152,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from scaling_lab.train.evaluation import evaluate_checkpoint
 
+    if args.save_json:
+        check_output_file(args.save_json, "save-json")
     result = evaluate_checkpoint(
         args.weights,
         args.data,
@@ -150,9 +175,13 @@ def _add_data_commands(sub) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
     synth = data_sub.add_parser("synth", help="write the synthetic shapes set (COCO layout)")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    synth.add_argument("--images", type=positive, default=600, help="images in all (600)")
-    synth.add_argument("--size", type=positive, default=320, help="long image side (320)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument(
+        "--images", type=bounded(1, MAX_SYNTH_IMAGES), default=600, help="images in all (600)"
+    )
+    synth.add_argument(
+        "--size", type=bounded(1, MAX_IMG_SIZE), default=320, help="long image side (320)"
+    )
+    synth.add_argument("--seed", type=bounded(0, 2**63 - 1), default=0, help="random seed (0)")
     add_switch(synth, "--json", "print the statistics as JSON")
     synth.set_defaults(func=_cmd_data_synth)
 
@@ -161,9 +190,19 @@ def _add_train_parser(sub) -> None:
     tr = sub.add_parser("train", help="train a model (SGD, EMA, AMP, DDP via torchrun)")
     tr.add_argument("--model", help="zoo name or spec path")
     tr.add_argument("--data", help="dataset folder (COCO layout) or 'synth'")
-    tr.add_argument("--img", type=positive, help="train/val image size (default: the spec's)")
+    tr.add_argument(
+        "--img", type=bounded(1, MAX_IMG_SIZE), help="train/val image size (default: the spec's)"
+    )
     tr.add_argument("--epochs", type=positive, help="epochs (300; with --resume: extend to)")
     tr.add_argument("--batch", type=positive, default=16, help="total batch size (16)")
+    tr.add_argument(
+        "--assign",
+        choices=("own_prior", "reference"),
+        default="own_prior",
+        help="label assignment: 'reference' = YOLOv7's ComputeLossOTA / ComputeLossAuxOTA "
+        "(no explicit --aux-constraint bound); 'own_prior' = each target within its own "
+        "prior, one target per prediction (default: own_prior)",
+    )
     tr.add_argument(
         "--aux-assigner",
         choices=("independent", "lead_guided", "coarse_to_fine"),
@@ -171,10 +210,16 @@ def _add_train_parser(sub) -> None:
         help="label assignment of the auxiliary heads (paper §4.2)",
     )
     tr.add_argument("--aux-constraint", choices=("on", "off"), default="on")
+    add_switch(
+        tr,
+        "--no-aux-head",
+        "train without the auxiliary head: it (and what only it reads) leaves the training "
+        "graph (the base rows of the paper's Tables 6-8)",
+    )
     tr.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/train/MODEL)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     tr.add_argument("--device", help="cpu | cuda (default: cuda if available)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=bounded(0, 2**63 - 1), default=0)
     tr.add_argument(
         "--nominal-batch",
         type=positive,
@@ -183,7 +228,7 @@ def _add_train_parser(sub) -> None:
     )
     tr.add_argument(
         "--warmup-min-steps",
-        type=int,
+        type=bounded(0, 2**31),
         default=1000,
         help="warm-up lasts at least this many steps (1000, the reference's)",
     )
@@ -194,13 +239,23 @@ def _add_train_parser(sub) -> None:
         metavar="KEY=VALUE",
         help="override a hyper-parameter of the recipe (repeatable), e.g. lr0=0.02",
     )
-    tr.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
     tr.add_argument(
-        "--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs"
+        "--workers", type=bounded(0, MAX_WORKERS), default=0, help="data loader processes (0)"
+    )
+    tr.add_argument(
+        "--eval-every",
+        type=bounded(0, 2**31),
+        default=1,
+        metavar="K",
+        help="evaluate every K epochs",
     )
     add_switch(tr, "--eval-fused", "also evaluate the fused model")
     tr.add_argument(
-        "--save-every", type=int, default=0, metavar="N", help="also checkpoint every N steps"
+        "--save-every",
+        type=bounded(0, 2**31),
+        default=0,
+        metavar="N",
+        help="also checkpoint every N steps",
     )
     tr.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
     add_switch(tr, "--deterministic", "deterministic kernels")
@@ -215,11 +270,11 @@ def add_commands(sub) -> None:
     ev = sub.add_parser("eval", help="COCO AP of a checkpoint's EMA weights")
     ev.add_argument("--weights", required=True, metavar="W", help="checkpoint (.pt) or RUN_DIR")
     ev.add_argument("--data", required=True, help="dataset folder (COCO layout) or 'synth'")
-    ev.add_argument("--img", type=positive, help="image size (default: the spec's)")
+    ev.add_argument("--img", type=bounded(1, MAX_IMG_SIZE), help="image size (default: the spec's)")
     add_switch(ev, "--fused", "evaluate the fused deploy model")
     add_switch(ev, "--json", JSON_HELP)
     ev.add_argument("--device", help="cpu | cuda (default: cuda if available)")
     ev.add_argument("--batch", type=positive, default=32)
-    ev.add_argument("--workers", type=int, default=0)
+    ev.add_argument("--workers", type=bounded(0, MAX_WORKERS), default=0)
     ev.add_argument("--save-json", metavar="FILE", help="write COCO-format detections")
     ev.set_defaults(func=_cmd_eval)

@@ -151,7 +151,7 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(loader, desc="eval", leave=False)
+        batches = tqdm(loader, desc="eval", leave=False, disable=None)  # terminals only
     try:
         with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
             for images, _targets, image_ids, shapes in batches:

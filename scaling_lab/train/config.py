@@ -4,16 +4,23 @@ loss-gain scaling of the reference's train.py."""
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_type_hints
 
 from torch import nn
 
+from scaling_lab.data.hyp import default_hyp
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
-from scaling_lab.schema import FieldError
+from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC, MAX_WORKERS
+from scaling_lab.schema import FieldError, describe, type_ok
 
 AuxAssigner = Literal["independent", "lead_guided", "coarse_to_fine"]
 AUX_ASSIGNERS = get_args(AuxAssigner)
+HYP_KEYS = tuple(default_hyp("p5"))  # the recipe's keys (every size has the same ones)
+DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?")
 
 
 @dataclass
@@ -31,6 +38,9 @@ class TrainConfig:
     aux_assigner: AuxAssigner = "coarse_to_fine"
     aux_constraint: bool = True
     aux_weight: float = 0.25
+    aux_head: bool = True  # False: train without the auxiliary head (dropped from the graph)
+    # label assignment: the reference's rule, or each target within its own prior (loss.py)
+    assign: Literal["own_prior", "reference"] = "own_prior"
     device: str | None = None  # default: cuda if available
     seed: int = 0
     workers: int = 0
@@ -52,6 +62,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse values the types allow (``FieldError``, a ValueError: ``scaling_lab.schema``
         names the experiment file's key when it builds a config)."""
+        hints = _hints()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not type_ok(value, hints[f.name]):
+                raise FieldError(f.name, f"must be {describe(hints[f.name])}, got {value!r}")
         if self.aux_assigner not in AUX_ASSIGNERS:
             raise FieldError(
                 "aux_assigner",
@@ -60,6 +75,45 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "nominal_batch"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_min_steps", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        self._check_ranges()
+        self._check_hyp()
+
+    def _check_ranges(self) -> None:
+        if not self.data:
+            raise FieldError("data", "must name a dataset folder or 'synth'")
+        if self.img_size is not None and not 1 <= self.img_size <= MAX_IMG_SIZE:
+            raise FieldError("img_size", f"must be 1 to {MAX_IMG_SIZE}, got {self.img_size}")
+        if self.nc is not None and not 1 <= self.nc <= MAX_NC:
+            raise FieldError("nc", f"must be 1 to {MAX_NC}, got {self.nc}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise FieldError("workers", f"must be 0 to {MAX_WORKERS}, got {self.workers}")
+        if self.device is not None and not DEVICE.fullmatch(self.device):
+            raise FieldError("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
+        for name, low, high in (
+            ("aux_weight", 0.0, math.inf),
+            ("ema_decay", 0.0, 1.0),
+            ("ema_tau", 0.0, math.inf),
+            ("conf_thres", 0.0, 1.0),
+            ("iou_thres", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if not (low <= value <= high and math.isfinite(value)):
+                raise FieldError(name, f"must be a number from {low:g} to {high:g}, got {value!r}")
+
+    def _check_hyp(self) -> None:
+        """Every key a hyper-parameter of the recipe, every value a finite number: a
+        misspelt key would otherwise be ignored and the run would train another recipe."""
+        for key, value in self.hyp.items():
+            if key not in HYP_KEYS:
+                raise FieldError(
+                    f"hyp.{key}", f"unknown hyper-parameter '{key}' (known: {', '.join(HYP_KEYS)})"
+                )
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                raise FieldError(f"hyp.{key}", f"must be a finite number, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +122,19 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@functools.cache
+def check_device(device: str) -> None:
+    """A usable ``cpu`` / ``cuda[:N]`` (a ``UserError`` naming the field otherwise), checked
+    before a model is moved there: torch's own refusal is a multi-line traceback."""
+    from scaling_lab.analyze.timing import resolve_request
+
+    resolve_request(device=device)
+
+
+def _hints() -> dict[str, Any]:
+    return get_type_hints(TrainConfig)
 
 
 def scale_loss_gains(hyp: dict, *, n_levels: int, nc: int, img_size: int) -> dict:

@@ -18,7 +18,8 @@ from torch import nn
 
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.train.backends import Backends, ann_file
-from scaling_lab.train.checkpoint import load_checkpoint
+from scaling_lab.train.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
+from scaling_lab.train.config import check_device
 
 
 def plain_number(value: Any) -> Any:
@@ -52,7 +53,14 @@ def model_from_checkpoint(
     model = model_from_spec(ckpt["spec"], img_size=img_size)
     use_ema = weights == "ema" and bool(ckpt.get("ema"))
     state = ckpt["ema"]["module"] if use_ema else ckpt["model"]
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # weights of another model
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"damaged checkpoint: its weights do not fit its spec ({reason[:200]})",
+            field="ema" if use_ema else "model",
+        ) from None
     return model.eval()
 
 
@@ -115,8 +123,14 @@ def evaluate_checkpoint(
     split. Returns the metrics plus what was evaluated (model, image size, form)."""
     backends = backends or Backends()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     ckpt = load_checkpoint(weights)
-    model = model_from_checkpoint(ckpt, img_size=img_size).to(device)
+    path = Path(weights) / "weights" / "last.pt" if Path(weights).is_dir() else Path(weights)
+    check_checkpoint(ckpt, path)
+    try:
+        model = model_from_checkpoint(ckpt, img_size=img_size).to(device)
+    except CheckpointError as exc:
+        raise exc.located(str(weights)) from None
     img = img_size or model.layer_graph.input_shape.h
     info = backends.get_resolve_data()(data)
     loader = backends.get_build_dataloader()(

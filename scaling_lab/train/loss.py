@@ -1,6 +1,20 @@
 """The YOLOv7 training loss: lead head, and the auxiliary head of §4.2 (Fig. 5, Tables 6-8).
 
-Per head and level, on the positives of the head's label assignment (``assign.py``):
+``assign`` picks the label assignment (``assign.py``):
+
+- ``"reference"``: the reference's (WongKinYiu/yolov7): ``ComputeLossOTA``'s without
+  auxiliary maps; with them (and ``aux_weight > 0``) ``ComputeLossAuxOTA``'s, whose lead
+  head's dynamic k takes the top 20 IoUs and whose auxiliary head gets the coarse labels
+  alone (5-cell prior, top 20 IoUs, from the lead predictions). A prediction the reference
+  makes positive twice counts twice in the box and class means. On identical inputs the
+  positives are the reference's and the loss equals its loss up to float rounding
+  (``tests/train/test_reference_assign.py``). ``aux_assigner`` ``lead_guided`` and
+  ``independent`` work as below with the reference's rule; the explicit upper bound
+  (``aux_constraint``) is not applied: the reference has none.
+- ``"own_prior"`` (the default): each target within its own prior, each prediction positive
+  at most once, and the auxiliary rules below, with the deviations listed at the end.
+
+Per head and level, on the positives of the head's label assignment:
 
 - box: ``1 - CIoU`` between the decoded prediction and the target, in grid units of the
   level, averaged over the level's positives;
@@ -17,7 +31,7 @@ reference's train.py first rescales them for the number of levels, classes and t
 size, and so does the trainer here (``scaling_lab.train.trainer.scale_loss_gains``).
 
 Auxiliary head (models built with ``aux_detect``; training mode returns the lead maps, then
-the auxiliary maps of the same levels). ``aux_assigner``:
+the auxiliary maps of the same levels). ``aux_assigner`` (as written for ``own_prior``):
 
 - ``independent`` (Fig. 5c): the auxiliary head gets its own assignment, computed from its
   own predictions with the lead head's rule (3-cell prior, dynamic k from the top 10 IoUs);
@@ -50,8 +64,9 @@ the bound comes only from the decoder's limited reach.
 Partial auxiliary head (E-ELAN, Table 8): which feature map the auxiliary head reads (one
 cardinality group before the merge) is a matter of the model graph, not of this loss.
 
-Deviations from the reference (WongKinYiu/yolov7 ``ComputeLossOTA``/``ComputeLossAuxOTA``),
-besides those of the assignment listed in ``assign.py``:
+Deviations of ``own_prior`` from the reference (WongKinYiu/yolov7
+``ComputeLossOTA``/``ComputeLossAuxOTA``), besides those of the assignment listed in
+``assign.py``:
 
 - the reference's auxiliary-head loss uses the top 20 IoUs for the lead head's dynamic k as
   well; here the lead head always uses 10 (as ``ComputeLossOTA``), and only the coarse
@@ -74,10 +89,20 @@ from torch.nn import functional
 
 from scaling_lab.errors import UserError
 from scaling_lab.ops.modules import Detect
-from scaling_lab.train.assign import COARSE, FINE, Assignment, AssignRule, assign, union
+from scaling_lab.train.assign import (
+    COARSE,
+    FINE,
+    Assignment,
+    AssignRule,
+    assign,
+    assign_reference,
+    union,
+)
 from scaling_lab.train.box_ops import box_ciou
 
 AUX_ASSIGNERS = ("independent", "lead_guided", "coarse_to_fine")
+ASSIGN_MODES = ("own_prior", "reference")
+REFERENCE_AUX_TOPK = 20  # ComputeLossAuxOTA: the lead head's dynamic k from 20 IoUs too
 BALANCE = {3: (4.0, 1.0, 0.4)}
 BALANCE_DEFAULT = (4.0, 1.0, 0.25, 0.06, 0.02)
 FOCAL_ALPHA = 0.25
@@ -88,8 +113,8 @@ def find_detect(model: nn.Module) -> Detect:
     heads = [m for m in model.modules() if isinstance(m, Detect)]
     if not heads:
         raise UserError(
-            "the YOLOv7 loss trains models with an anchor-based YOLO head (detect / "
-            "aux_detect); this model has none"
+            "the YOLOv7 loss trains models with an anchor-based YOLO head (a Detect: "
+            "blocks detect / aux_detect); this model has none"
         )
     return heads[-1]
 
@@ -128,13 +153,16 @@ class YoloV7Loss:
         aux_assigner: str = "coarse_to_fine",
         aux_constraint: bool = True,
         aux_weight: float = 0.25,
-        fine_topk: int = FINE.topk_iou,
+        fine_topk: int | None = None,
         coarse_topk: int = COARSE.topk_iou,
+        assign: str = "own_prior",
     ) -> None:
         if aux_assigner not in AUX_ASSIGNERS:
             raise ValueError(
                 f"YoloV7Loss: aux_assigner must be one of {AUX_ASSIGNERS}, got {aux_assigner!r}"
             )
+        if assign not in ASSIGN_MODES:
+            raise ValueError(f"YoloV7Loss: assign must be one of {ASSIGN_MODES}, got {assign!r}")
         missing = [k for k in ("box", "obj", "cls", "cls_pw", "obj_pw", "anchor_t") if k not in hyp]
         if missing:
             raise KeyError(f"YoloV7Loss: hyp lacks {missing}")
@@ -145,7 +173,9 @@ class YoloV7Loss:
         self.balance = objectness_balance(self.n_levels)
         self.aux_assigner, self.aux_constraint = aux_assigner, aux_constraint
         self.aux_weight = float(aux_weight)
-        self.fine = AssignRule(FINE.neighbours, fine_topk)
+        self.assign = assign
+        self.fine_topk = fine_topk
+        self.fine = AssignRule(FINE.neighbours, FINE.topk_iou if fine_topk is None else fine_topk)
         self.coarse = AssignRule(COARSE.neighbours, coarse_topk)
         self.anchor_t = float(hyp["anchor_t"])
         self.gamma = float(hyp.get("fl_gamma", 0.0))
@@ -161,10 +191,10 @@ class YoloV7Loss:
         [box, obj, cls, total])."""
         lead, aux = self._split(outputs)
         px, strides, anchors = self._geometry(lead[0].device, targets, images)
-        labels = self.assign_labels(lead, aux, px, strides, anchors)
+        labels = self._labels(lead, aux, targets, images, px, strides, anchors)
         box, obj, cls, _ = self._head(lead, labels["lead"], px, strides, anchors, cap=False)
         if aux:
-            cap = self.aux_constraint
+            cap = self._capped()
             terms = self._head(aux, labels["aux"], px, strides, anchors, cap=cap)[:3]
             box, obj, cls = (x + self.aux_weight * y for x, y in zip((box, obj, cls), terms))
         box, obj, cls = box * self.hyp["box"], obj * self.hyp["obj"], cls * self.hyp["cls"]
@@ -180,10 +210,10 @@ class YoloV7Loss:
         level, each (B, na, H, W): for inspection (Fig. 8) and tests."""
         lead, aux = self._split(outputs)
         px, strides, anchors = self._geometry(lead[0].device, targets, images)
-        labels = self.assign_labels(lead, aux, px, strides, anchors)
+        labels = self._labels(lead, aux, targets, images, px, strides, anchors)
         out = {"lead": self._head(lead, labels["lead"], px, strides, anchors, cap=False)[3]}
         if aux:
-            cap = self.aux_constraint
+            cap = self._capped()
             out["aux"] = self._head(aux, labels["aux"], px, strides, anchors, cap=cap)[3]
         return out
 
@@ -209,16 +239,30 @@ class YoloV7Loss:
         anchors = self.detect.anchors.to(device).float()
         return px, strides, anchors
 
+    def _capped(self) -> bool:
+        """Whether the auxiliary objectness targets get the explicit upper bound."""
+        return self.aux_constraint and self.assign == "own_prior"
+
     def assign_labels(
+        self, lead: list[Tensor], aux: list[Tensor], targets: Tensor, images: Tensor
+    ) -> dict[str, Assignment]:
+        """Positives of the lead head (``'lead'``) and, with auxiliary maps, of the auxiliary
+        head (``'aux'``); ``targets`` (N, 6) normalized, ``images`` the batch (its size)."""
+        px, strides, anchors = self._geometry(lead[0].device, targets, images)
+        return self._labels(lead, aux, targets, images, px, strides, anchors)
+
+    def _labels(
         self,
         lead: list[Tensor],
         aux: list[Tensor],
+        targets: Tensor,
+        images: Tensor,
         targets_px: Tensor,
         strides: Tensor,
         anchors: Tensor,
     ) -> dict[str, Assignment]:
-        """Positives of the lead head (``'lead'``) and, with auxiliary maps, of the auxiliary
-        head (``'aux'``); targets (T, 6) in input pixels."""
+        if self.assign == "reference":
+            return self._reference_labels(lead, aux, targets, images, strides, anchors)
         t = self.anchor_t
         fine = assign(lead, targets_px, strides, anchors, t, self.fine)
         labels = {"lead": fine}
@@ -230,6 +274,38 @@ class YoloV7Loss:
             else:
                 relaxed = assign(lead, targets_px, strides, anchors, t, self.coarse)
                 labels["aux"] = union(fine, relaxed)
+        return labels
+
+    def _reference_labels(
+        self,
+        lead: list[Tensor],
+        aux: list[Tensor],
+        targets: Tensor,
+        images: Tensor,
+        strides: Tensor,
+        anchors: Tensor,
+    ) -> dict[str, Assignment]:
+        """The reference's labels: ``ComputeLossOTA``'s without an auxiliary head, and with
+        one (``aux_weight > 0``) ``ComputeLossAuxOTA``'s (lead dynamic k from 20 IoUs)."""
+        trains_aux = bool(aux) and self.aux_weight > 0
+        topk = REFERENCE_AUX_TOPK if trains_aux else FINE.topk_iou
+        if self.fine_topk is not None:
+            topk = self.fine_topk
+        fine = AssignRule(FINE.neighbours, topk)
+        img_hw = (int(images.shape[-2]), int(images.shape[-1]))
+        targets = targets.to(device=lead[0].device, dtype=torch.float32).reshape(-1, 6)
+
+        def run(maps: list[Tensor], rule: AssignRule) -> Assignment:
+            return assign_reference(maps, targets, img_hw, strides, anchors, self.anchor_t, rule)
+
+        labels = {"lead": run(lead, fine)}
+        if aux:
+            if self.aux_assigner == "independent":
+                labels["aux"] = run(aux, fine)
+            elif self.aux_assigner == "lead_guided":
+                labels["aux"] = labels["lead"]
+            else:
+                labels["aux"] = run(lead, self.coarse)
         return labels
 
     def _head(

@@ -36,6 +36,8 @@ from torch import nn
 from scaling_lab.data.errors import DataError
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.nn.memory import check_fits
+from scaling_lab.schema import FieldError
 from scaling_lab.train import ddp
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import (
@@ -43,6 +45,7 @@ from scaling_lab.train.checkpoint import (
     CheckpointError,
     capture_loader_rng,
     capture_rng,
+    check_checkpoint,
     deterministic_mode,
     load_checkpoint,
     restore_loader_rng,
@@ -52,7 +55,13 @@ from scaling_lab.train.checkpoint import (
     seed_everything,
     set_loader_epoch,
 )
-from scaling_lab.train.config import TrainConfig, detect_head, model_size, scale_loss_gains
+from scaling_lab.train.config import (
+    TrainConfig,
+    check_device,
+    detect_head,
+    model_size,
+    scale_loss_gains,
+)
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
 from scaling_lab.train.optim import Schedule, build_sgd
@@ -112,14 +121,24 @@ class Trainer:
         self.dist = ddp.dist_info_from_env()
         self.is_main = self.dist.is_main
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not self.dist.enabled:  # under torchrun each rank takes its local GPU
+            check_device(device)
         self.device = ddp.setup(self.dist, device)
         seed_everything(cfg.seed + max(self.dist.rank, 0))
         self.info = backends.get_resolve_data()(cfg.data)
         self.model = self._build_model().to(self.device)
+        check_fits(
+            self.model.layer_graph,
+            batch=max(1, cfg.batch_size // self.dist.world_size),
+            grad=True,
+            device=str(self.device),
+            what="training",
+        )
         self.img_size = self.model.layer_graph.input_shape.h
         self.nc = int(self.model.layer_graph.meta["nc"])
         if self.ckpt:
             self.hyp = dict(self.ckpt["hyp"])
+            self._check_stored_hyp(backends.get_default_hyp()(model_size(self.model)))
         else:
             self.hyp = {**backends.get_default_hyp()(model_size(self.model)), **cfg.hyp}
         head = detect_head(self.model)
@@ -131,6 +150,7 @@ class Trainer:
             aux_assigner=cfg.aux_assigner,
             aux_constraint=cfg.aux_constraint,
             aux_weight=cfg.aux_weight,
+            assign=cfg.assign,
         )
         self.optimizer = build_sgd(
             self.model, self.hyp, batch_size=cfg.batch_size, nominal_batch=cfg.nominal_batch
@@ -152,13 +172,33 @@ class Trainer:
             warmup_min_steps=cfg.warmup_min_steps,
         )
         if self.ckpt:
-            self._load_state(self.ckpt)
+            try:
+                self._load_state(self.ckpt)
+            except CheckpointError as exc:
+                raise exc.located(str(self.run_dir / "weights" / "last.pt")) from None
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise CheckpointError(
+                    f"damaged checkpoint: {type(exc).__name__}: {reason[:200]}",
+                    source=str(self.run_dir / "weights" / "last.pt"),
+                ) from None
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if self.is_main:
             self._write_run_files()
+
+    def _check_stored_hyp(self, recipe: dict[str, Any]) -> None:
+        """A checkpoint's recipe is complete and numeric (the loss reads every gain)."""
+        for key in recipe:
+            value = self.hyp.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CheckpointError(
+                    f"damaged checkpoint: hyper-parameter '{key}' is {value!r}",
+                    source=str(self.run_dir / "weights" / "last.pt"),
+                    field="hyp",
+                )
 
     def _build_model(self) -> nn.Module:
         """The model, and ``spec_text``: what run folder and checkpoints store, so that a
@@ -172,6 +212,10 @@ class Trainer:
         nc = self.cfg.nc or int(self.info.nc)
         model = self.graph if self.graph is not None else self.cfg.model
         graph = get_block_graph(model, nc=nc, img_size=self.cfg.img_size)
+        if not self.cfg.aux_head:  # the auxiliary head and what only it reads: not trained
+            from scaling_lab.transforms.deploy import drop_aux_heads
+
+            graph = drop_aux_heads(graph)
         self.spec_text = dump_spec(graph)
         return create_model(graph)
 
@@ -294,13 +338,22 @@ class Trainer:
                 f"was written with {ckpt['steps_per_epoch']}: the data changed, so the run cannot "
                 "resume exactly"
             )
+        if self.step_in_epoch > self.steps_per_epoch or len(self.epoch_loss_sum) != len(LOSS_KEYS):
+            raise CheckpointError("damaged checkpoint: its step counters do not match")
         ranks = ckpt["ranks"]
         if len(ranks) != self.dist.world_size:
             raise CheckpointError(
                 f"checkpoint was written by {len(ranks)} ranks, this run has "
                 f"{self.dist.world_size}: resume with the same number of processes"
             )
-        self._resume_rank_state = ranks[max(self.dist.rank, 0)]
+        state = ranks[max(self.dist.rank, 0)]
+        for key in ("rng", "rng_epoch_start", "loader_rng"):
+            if not isinstance(state, dict) or not isinstance(state.get(key), dict):
+                raise CheckpointError("damaged checkpoint: no RNG state", field=f"ranks.{key}")
+        for key in ("python", "numpy", "torch"):
+            if key not in state["rng"] or key not in state["rng_epoch_start"]:
+                raise CheckpointError("damaged checkpoint: no RNG state", field=f"ranks.rng.{key}")
+        self._resume_rank_state = state
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -358,7 +411,9 @@ class Trainer:
         if self.is_main and self.cfg.progress:
             from tqdm import tqdm
 
-            pbar = tqdm(total=nb, initial=skip, desc=f"epoch {epoch}/{self.cfg.epochs - 1}")
+            pbar = tqdm(  # disable=None: on a terminal only, never ahead of an error in a log
+                total=nb, initial=skip, desc=f"epoch {epoch}/{self.cfg.epochs - 1}", disable=None
+            )
         position, fetch_start = skip, time.perf_counter()
         try:
             for i, batch in enumerate(batches, start=skip):
@@ -567,8 +622,20 @@ def resume(
 ) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from ``weights/last.pt`` with its stored config
     (``overrides``, e.g. ``device`` or ``epochs``, replace stored values)."""
+    if Path(run_dir).is_file():
+        raise CheckpointError(
+            "resume takes a run folder (one holding weights/last.pt)", source=str(run_dir)
+        )
     ckpt = load_checkpoint(run_dir)
+    path = Path(run_dir) / "weights" / "last.pt"  # what load_checkpoint read
+    check_checkpoint(ckpt, path, resume=True)
     config = {**ckpt["config"], **(overrides or {}), "out": str(run_dir)}
-    cfg = TrainConfig.from_dict(config)
+    try:
+        cfg = TrainConfig.from_dict(config)
+    except (FieldError, TypeError) as exc:
+        field = getattr(exc, "field", None)
+        raise CheckpointError(
+            f"stored training config refused: {exc}", source=str(path), field=field
+        ) from None
     hooks = {"callbacks": callbacks, "epoch_callbacks": epoch_callbacks}
     return Trainer(cfg, backends=backends, checkpoint=ckpt, **hooks).fit()

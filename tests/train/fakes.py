@@ -116,7 +116,9 @@ def fake_build_dataloader(
 class FakeLoss:
     """Pushes boxes to 0 and objectness / classes towards the targets' class mix."""
 
-    def __init__(self, model, hyp, *, aux_assigner, aux_constraint, aux_weight) -> None:
+    def __init__(
+        self, model, hyp, *, aux_assigner, aux_constraint, aux_weight, assign="own_prior"
+    ) -> None:
         self.hyp = hyp
         self.bce = nn.BCEWithLogitsLoss()
 

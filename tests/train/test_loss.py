@@ -9,6 +9,7 @@ import torch
 from scaling_lab import create_model, ops
 from scaling_lab.ops.modules import Detect
 from scaling_lab.train.loss import (
+    ASSIGN_MODES,
     AUX_ASSIGNERS,
     YoloV7Loss,
     coarse_upper_bound,
@@ -208,15 +209,16 @@ def _tiny(spec):
     return model.train()
 
 
+@pytest.mark.parametrize("mode", ASSIGN_MODES)
 @pytest.mark.parametrize("assigner", AUX_ASSIGNERS)
 @pytest.mark.parametrize("constraint", [True, False])
-def test_gradients_reach_every_output(assigner, constraint):
+def test_gradients_reach_every_output(assigner, constraint, mode):
     model = _tiny(TINY_AUX_SPEC)
     images = torch.rand(2, 3, 64, 64)
     targets = torch.cat((TARGETS, TARGETS[:2] + torch.tensor([1, 0, 0, 0, 0, 0])))
     outputs = model(images)
     assert len(outputs) == 4
-    loss_fn = YoloV7Loss(model, HYP, aux_assigner=assigner, aux_constraint=constraint)
+    loss_fn = YoloV7Loss(model, HYP, aux_assigner=assigner, aux_constraint=constraint, assign=mode)
     loss, items = loss_fn(outputs, targets, images)
     assert torch.isfinite(loss) and torch.isfinite(items).all()
     assert items[3].item() == pytest.approx(loss.item() / 2, rel=1e-5)
@@ -233,8 +235,7 @@ def test_coarse_positives_superset_on_a_model():
     images = torch.rand(1, 3, 64, 64)
     outputs = model(images)
     loss_fn = YoloV7Loss(model, HYP)
-    px, strides, anchors = loss_fn._geometry(images.device, TARGETS, images)
-    labels = loss_fn.assign_labels(outputs[:2], outputs[2:], px, strides, anchors)
+    labels = loss_fn.assign_labels(outputs[:2], outputs[2:], TARGETS, images)
     assert labels["lead"].cells() < labels["aux"].cells()
 
 
@@ -254,6 +255,8 @@ def test_bad_arguments():
     model = _tiny(TINY_SPEC)
     with pytest.raises(ValueError, match="aux_assigner"):
         YoloV7Loss(model, HYP, aux_assigner="nope")
+    with pytest.raises(ValueError, match="assign must be one of"):
+        YoloV7Loss(model, HYP, assign="nope")
     with pytest.raises(KeyError, match="anchor_t"):
         YoloV7Loss(model, {k: v for k, v in HYP.items() if k != "anchor_t"})
     with pytest.raises(ValueError, match="Detect"):
