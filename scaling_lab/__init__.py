@@ -44,6 +44,7 @@ _LAZY = {
     "resume_training": ("scaling_lab.train.trainer", "resume"),
     "evaluate_checkpoint": ("scaling_lab.train.evaluation", "evaluate_checkpoint"),
     "evaluate_model": ("scaling_lab.train.evaluation", "evaluate_model"),
+    "convert_weights": ("scaling_lab.weights", "convert_weights"),
     "Experiment": ("scaling_lab.sweep.experiment", "Experiment"),
     "load_experiment": ("scaling_lab.sweep.experiment", "load_experiment"),
     "run_sweep": ("scaling_lab.sweep.runner", "run_sweep"),

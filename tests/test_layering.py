@@ -20,6 +20,7 @@ RANKS = {
     "errors": 0,
     "atomic": 0,
     "eval_protocol": 0,
+    "limits": 0,
     "schema": 1,
     "spec": 2,
     "zoo": 3,
@@ -33,6 +34,7 @@ RANKS = {
     "data": 10,
     "train": 11,
     "sweep": 12,
+    "weights": 12,  # reads the reference's checkpoints; writes train checkpoints
     "report": 13,
     "cli": 14,
 }

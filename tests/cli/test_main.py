@@ -15,6 +15,7 @@ from scaling_lab.cli import (
     model_commands,
     sweep_commands,
     train_commands,
+    weights_commands,
 )
 from scaling_lab.data.errors import DataError
 from scaling_lab.errors import UserError
@@ -37,6 +38,11 @@ COMMANDS = {
     "eval": (train_commands, "_cmd_eval", ["eval", "--weights", "w.pt", "--data", "d"]),
     "sweep": (sweep_commands, "_cmd_sweep", ["sweep", "e.yaml"]),
     "report": (sweep_commands, "_cmd_report", ["report", "e.yaml"]),
+    "convert-weights": (
+        weights_commands,
+        "_cmd_convert_weights",
+        ["convert-weights", "c.pt", "--model", "yolov7", "--out", "o.pt"],
+    ),
 }
 
 

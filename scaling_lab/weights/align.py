@@ -1,0 +1,298 @@
+"""Align two LayerGraphs that compute the same function, tensor by tensor.
+
+``ours`` is the target model's graph; ``theirs`` is the graph imported from a checkpoint's
+layer-list config, whose layers correspond 1:1 to the reference's layers. Starting from the
+two heads, each tensor of ours is paired with a tensor of theirs and the pairing is carried to
+the inputs: the ops must agree (same op and arguments, same output shape), and the inputs are
+paired in order. A pairing may name a channel slice of ours, ``(layer, j, G)``: chunk ``j``
+of ``G`` equal chunks of the layer's output. Slices come from the one structural difference
+between the two ways to write E-ELAN, derived from the ops alone:
+
+- a ``Merge(g)`` of ours (sum of g channel groups) pairs with an ``Add`` of g tensors of
+  theirs, group ``j`` with one addend; addition is commutative, so which addend is group j is
+  decided by any other reader of a group (a ``Chunk`` port), else by the reference's order;
+- a conv of ours with ``groups`` divisible by G, sliced to chunk ``j``, is the conv with
+  ``c_out / G`` outputs reading chunk ``j`` of its input (groups 1: the whole input);
+- a ``GroupConcat(g)`` sliced to chunk j is the ``Concat`` of chunk j of every input;
+- a ``Chunk(n, i)`` of ours is chunk i of n of its input; pooling, upsampling and adds keep
+  the slice of their inputs.
+
+Nested concatenations are compared flattened (``cat(cat(a, b), c) == cat(a, b, c)``), so a
+block that concatenates inside (``mp_down``) pairs with the reference's single three-way
+concat. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
+from scaling_lab.ops import (
+    Add,
+    BatchNormAct,
+    Chunk,
+    Concat,
+    Conv,
+    Detect,
+    GroupConcat,
+    MaxPool,
+    Merge,
+    Op,
+    RepConv,
+    Shape,
+    Upsample,
+)
+from scaling_lab.weights.errors import AlignmentError
+
+INPUT = "input"
+Key = tuple[str, int, int]  # (our layer or "input", chunk index j, chunk count G)
+
+_CHANNELWISE = (MaxPool, Upsample, BatchNormAct)  # keep a channel slice of their input
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Which tensor of theirs each (slice of a) tensor of ours equals."""
+
+    pairs: dict[Key, str]
+
+    def sources(self, layer: str) -> dict[int, dict[int, str]]:
+        """For one layer of ours: chunk count G -> {chunk j: their layer}."""
+        out: dict[int, dict[int, str]] = {}
+        for (name, j, g), theirs in self.pairs.items():
+            if name == layer:
+                out.setdefault(g, {})[j] = theirs
+        return out
+
+    def matched_theirs(self) -> set[str]:
+        return set(self.pairs.values())
+
+
+def _sliced(op: Op, g: int) -> Op | None:
+    """Our op restricted to chunk j of G of its output channels (the same op for any j)."""
+    if g == 1:
+        return op
+    if isinstance(op, (Conv, RepConv)):
+        if op.c_out % g:
+            return None
+        if op.groups == 1:
+            return replace(op, c_out=op.c_out // g)
+        if op.groups % g == 0:
+            return replace(op, c_in=op.c_in // g, c_out=op.c_out // g, groups=op.groups // g)
+        return None
+    if isinstance(op, BatchNormAct):
+        return replace(op, c=op.c // g) if op.c % g == 0 else None
+    if isinstance(op, (MaxPool, Upsample)):
+        return op
+    return None
+
+
+def _slice_text(key: Key) -> str:
+    _, j, g = key
+    return "" if g == 1 else f" (channel group {j} of {g})"
+
+
+class _Aligner:
+    def __init__(
+        self, ours: LayerGraph, theirs: LayerGraph, describe: Callable[[str], str] | None
+    ) -> None:
+        self.ours, self.theirs = ours, theirs
+        self.describe = describe or (lambda name: f"'{name}' ({theirs[name].kind})")
+        self.position = {layer.name: i for i, layer in enumerate(theirs.layers)}
+        self.pairs: dict[Key, str] = {}
+        self.todo: list[tuple[Key, str]] = []
+        self.deferred: list[tuple[Layer, Layer]] = []  # (our Merge, their Add)
+
+    # -- reporting ----------------------------------------------------------------------
+    def _ours_text(self, key: Key) -> str:
+        name = key[0]
+        kind = "the image" if name == INPUT else self.ours[name].kind
+        return f"our '{name}'{_slice_text(key)} ({kind})"
+
+    def _theirs_text(self, name: str) -> str:
+        if name == INPUT:
+            return "the checkpoint's input image"
+        return f"the checkpoint's {self.describe(name)}"
+
+    def fail(self, key: Key, theirs: str, why: str) -> AlignmentError:
+        return AlignmentError(
+            f"the models differ at {self._ours_text(key)} vs {self._theirs_text(theirs)}: {why}"
+        )
+
+    # -- walking --------------------------------------------------------------------------
+    def run(self) -> Alignment:
+        self.todo.append(((self.ours.output.name, 0, 1), self.theirs.output.name))
+        while self.todo or self.deferred:
+            while self.todo:
+                key, theirs = self.todo.pop()
+                self._pair(key, theirs)
+            if self.deferred:
+                self._resolve_merge()
+        return Alignment(dict(self.pairs))
+
+    def _flat(self, graph: LayerGraph, names: tuple[str, ...]) -> list[str]:
+        out: list[str] = []
+        for name in names:
+            if name != INPUT and type(graph[name].op) is Concat:
+                out += self._flat(graph, graph[name].inputs)
+            else:
+                out.append(name)
+        return out
+
+    def _push_all(self, keys: list[Key], theirs: list[str], key: Key, t: str, what: str) -> None:
+        if len(keys) != len(theirs):
+            raise self.fail(key, t, f"{what}: {len(keys)} inputs vs {len(theirs)}")
+        self.todo.extend(zip(reversed(keys), reversed(theirs)))
+
+    def _pair(self, key: Key, t: str) -> None:
+        if key in self.pairs:
+            if self.pairs[key] != t:
+                raise self.fail(
+                    key, t, f"it already equals the checkpoint's {self.describe(self.pairs[key])}"
+                )
+            return
+        self.pairs[key] = t
+        name, _, g = key
+        if name == INPUT or t == INPUT:
+            if not (name == INPUT and t == INPUT and g == 1):
+                raise self.fail(key, t, "one of them is the input image")
+            return
+        z, their = self.ours[name], self.theirs[t]
+        s = z.shape
+        if s.c % g or Shape(s.c // g, s.h, s.w, s.stride) != their.shape:
+            mine = Shape(s.c // g, s.h, s.w, s.stride) if s.c % g == 0 else s
+            raise self.fail(
+                key,
+                t,
+                f"output {mine.c}x{mine.h}x{mine.w} vs {their.shape.c}x{their.shape.h}x"
+                f"{their.shape.w}",
+            )
+        self._pair_op(key, z, their)
+
+    def _pair_op(self, key: Key, z: Layer, their: Layer) -> None:
+        _, j, g = key
+        t = their.name
+        op, top = z.op, their.op
+        if isinstance(op, Chunk):  # a view: their tensor is a slice of our input
+            n, i = op.groups, op.index
+            self.todo.append(((z.inputs[0], i * g + j, n * g), t))
+            return
+        if isinstance(op, Merge):
+            if g != 1:
+                raise self.fail(key, t, "a channel slice of a merge")
+            if isinstance(top, Add) and len(their.inputs) == op.groups:
+                self.deferred.append((z, their))
+                return
+            if top != op:
+                raise self.fail(key, t, _op_difference(op, top))
+            self.todo.append(((z.inputs[0], 0, 1), their.inputs[0]))
+            return
+        if isinstance(op, GroupConcat) and g == op.groups and g > 1:
+            if not isinstance(top, Concat):
+                raise self.fail(key, t, "a channel group of a group concat needs a concat")
+            keys = [(i, j, g) for i in z.inputs]
+            self._push_all(keys, self._flat(self.theirs, their.inputs), key, t, "concat")
+            return
+        if isinstance(op, Concat):
+            if g != 1 or not isinstance(top, Concat):
+                raise self.fail(key, t, "concatenations of different tensors")
+            ours_in = [(i, 0, 1) for i in self._flat(self.ours, z.inputs)]
+            self._push_all(ours_in, self._flat(self.theirs, their.inputs), key, t, "concat")
+            return
+        if isinstance(op, Add):
+            if not isinstance(top, Add):
+                raise self.fail(key, t, f"{op.kind} vs {top.kind}")
+            keys = [(i, j, g) for i in z.inputs]
+            self._push_all(keys, list(their.inputs), key, t, "add")
+            return
+        if isinstance(op, Detect):
+            if g != 1 or not isinstance(top, Detect):
+                raise self.fail(key, t, f"{op.kind} vs {top.kind}")
+            if replace(op, anchors=top.anchors) != top:
+                raise self.fail(key, t, _detect_difference(op, top))
+            keys = [(i, 0, 1) for i in z.inputs]
+            self._push_all(keys, list(their.inputs), key, t, "head")
+            return
+        sliced = _sliced(op, g)
+        if sliced is None:
+            raise self.fail(key, t, f"{op.kind} cannot be split into {g} channel groups")
+        if type(sliced) is not type(top) or sliced != top:
+            raise self.fail(key, t, _op_difference(sliced, top))
+        if isinstance(op, (Conv, RepConv)):
+            whole = op.groups == 1 or g == 1
+            self.todo.append(((z.inputs[0], 0 if whole else j, 1 if whole else g), t_in(their)))
+            return
+        if isinstance(op, _CHANNELWISE):
+            self.todo.append(((z.inputs[0], j, g), t_in(their)))
+            return
+        if g != 1:
+            raise self.fail(key, t, f"{op.kind} cannot be split into channel groups")
+        keys = [(i, 0, 1) for i in z.inputs]
+        self._push_all(keys, list(their.inputs), key, t, op.kind)
+
+    def _resolve_merge(self) -> None:
+        """Pair one deferred merge's groups with the addends: groups some other reader has
+        already paired keep that addend, the rest follow the reference's layer order."""
+        pick = 0
+        for index, (z, _) in enumerate(self.deferred):
+            src, g = z.inputs[0], z.op.groups
+            if any((src, j, g) in self.pairs for j in range(g)):
+                pick = index
+                break
+        z, their = self.deferred.pop(pick)
+        src, g = z.inputs[0], z.op.groups
+        fixed = {j: self.pairs[(src, j, g)] for j in range(g) if (src, j, g) in self.pairs}
+        free_addends = [a for a in their.inputs if a not in fixed.values()]
+        if len(free_addends) != g - len(fixed):
+            raise self.fail(
+                (z.name, 0, 1), their.name, "a group already equals a tensor this add does not sum"
+            )
+        free_addends.sort(key=lambda a: self.position.get(a, -1))
+        free_groups = [j for j in range(g) if j not in fixed]
+        for j, addend in zip(free_groups, free_addends):
+            self.todo.append(((src, j, g), addend))
+
+
+def t_in(layer: Layer) -> str:
+    (only,) = layer.inputs
+    return only
+
+
+def _detect_difference(ours: Detect, theirs: Detect) -> str:
+    if ours.nc != theirs.nc:
+        return f"{ours.nc} vs {theirs.nc} classes"
+    if len(ours.aux_c_ins) != len(theirs.aux_c_ins):
+        return (
+            f"{len(ours.aux_c_ins)} vs {len(theirs.aux_c_ins)} auxiliary head inputs "
+            "(a deploy config against a training model, or the other way round?)"
+        )
+    if ours.n_anchors != theirs.n_anchors or len(ours.c_ins) != len(theirs.c_ins):
+        return f"{len(ours.c_ins)} vs {len(theirs.c_ins)} levels of {ours.n_anchors} vs " + (
+            f"{theirs.n_anchors} anchors"
+        )
+    if ours.implicit != theirs.implicit:
+        return "implicit knowledge in one head only"
+    return _op_difference(replace(ours, anchors=theirs.anchors), theirs)
+
+
+def _op_difference(ours: Op, theirs: Op) -> str:
+    """The arguments in which two ops differ (``k 3 vs 1``), or their kinds."""
+    if type(ours) is not type(theirs):
+        return f"{ours.kind} vs {theirs.kind}"
+    names = [f.name for f in fields(ours)]  # type: ignore[arg-type]
+    diffs = [
+        f"{n} {getattr(ours, n)} vs {getattr(theirs, n)}"
+        for n in names
+        if getattr(ours, n) != getattr(theirs, n)
+    ]
+    return ", ".join(diffs) or f"{ours.kind} differs"
+
+
+def align(
+    ours: LayerGraph, theirs: LayerGraph, describe: Callable[[str], str] | None = None
+) -> Alignment:
+    """Pair every tensor of ``ours`` that the output depends on with the tensor of ``theirs``
+    it equals; ``AlignmentError`` where the two graphs differ. ``describe`` names a layer of
+    theirs in messages (e.g. with its reference layer index)."""
+    return _Aligner(ours, theirs, describe).run()
