@@ -19,9 +19,9 @@ size shown; 80 classes), grouped by family: YOLOv7 first, then the baselines of 
 implicit knowledge folded into convs), auxiliary heads removed, the form the paper reports;
 `training` = unfused, where the paper (or the baseline's own paper) counted that form. Notes
 below the table say what each paper counted where it differs from our rule. YOLOv7-tiny and
-YOLOv4-tiny are compared with Table 1 at 416 px. `train_*` columns: our unfused training graph
-at the default size, next to the public reference implementation's count
-(`ref_train_params_m`, YOLOv7 only). Deltas: ours minus theirs.
+YOLOv4-tiny are compared with Table 1 at 416 px, YOLOv4-tiny-3l at 320 px. `train_*` columns:
+our unfused training graph at the default size, next to the public reference implementation's
+count (`ref_train_params_m`, YOLOv7 only). Deltas: ours minus theirs.
 """
 
 # Families in the order of the paper's tables; unknown families go last, alphabetically.

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from scaling_lab.errors import UserError
+from scaling_lab.limits import MAX_BLOCK_DEPTH
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.layer_modules import (
     ACTIVATION_BY_TEXT,
@@ -37,6 +39,9 @@ from scaling_lab.spec.layer_modules import (
     module_args,
 )
 from scaling_lab.spec.load import ModelSpec, NodeSpec
+from scaling_lab.spec.yaml_lines import check_yaml_size, read_text_file
+
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it
 
 __all__ = [
     "MODULES",
@@ -63,8 +68,10 @@ def is_layer_list(data: Any) -> bool:
 def is_layer_list_file(path: str | Path) -> bool:
     """Does the file at ``path`` look like a layer-list config? False when unreadable."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        text = read_text_file(path, "config file")
+        check_yaml_size(text, str(path))
+        data = yaml.load(text, Loader=_SAFE_LOADER)
+    except (UserError, yaml.YAMLError):
         return False
     return is_layer_list(data)
 
@@ -87,8 +94,9 @@ def _layer_lines(text: str) -> dict[str, list[int]]:
 
 
 def _read(text: str, source: str) -> dict[str, Any]:
+    check_yaml_size(text, source)  # size, nesting and aliases bounded before any walk
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -102,9 +110,11 @@ def _read(text: str, source: str) -> dict[str, Any]:
 
 def _setting(data: dict, key: str, default: Any, kind: type, source: str) -> Any:
     value = data.get(key, default)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+    ok = isinstance(value, kind) and not isinstance(value, bool) and 0 < value < 1e6
     if not ok:
-        raise SpecError(f"must be a positive number, got {value!r}", source=source, field=key)
+        raise SpecError(
+            f"must be a positive number below 1e6, got {value!r}", source=source, field=key
+        )
     return value
 
 
@@ -167,6 +177,13 @@ def _layers(data: dict, text: str, depth: float, source: str) -> list[Layer]:
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             raise SpecError(
                 f"{where} ({module}): number must be a positive integer, got {number!r}",
+                source=source,
+                line=line,
+            )
+        if number > MAX_BLOCK_DEPTH or scale_repeats(number, depth) > MAX_BLOCK_DEPTH:
+            raise SpecError(
+                f"{where} ({module}): {number} repeats x depth_multiple {depth:g} is more than "
+                f"{MAX_BLOCK_DEPTH} (MAX_BLOCK_DEPTH)",
                 source=source,
                 line=line,
             )
@@ -290,12 +307,7 @@ def import_layer_list(text: str, source: str = "<config>", name: str | None = No
 
 def load_layer_list(path: str | Path, name: str | None = None) -> ImportedSpec:
     """Read and convert a layer-list config file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read config file: {exc.strerror}", source=str(path)) from None
-    return import_layer_list(text, source=str(path), name=name)
+    return import_layer_list(read_text_file(path, "config file"), source=str(path), name=name)
 
 
 def _anchor_rows(anchors: Any, levels: int) -> tuple[tuple[float, ...], ...]:

@@ -129,15 +129,39 @@ def module_args(spec: ModuleRule, layer: Layer, source: str) -> dict[str, Any]:
     return dict(zip(spec.args, given))
 
 
-def _int(layer: Layer, args: dict, key: str, default: int | None, source: str) -> int | None:
+def _int(
+    layer: Layer, args: dict, key: str, default: int | None, source: str, *, pair: bool = False
+) -> int | None:
+    """An integer argument; ``pair``: a list of equal integers (a square kernel, stride or
+    padding, which torch's conv and pooling also accept as a pair) counts as one integer."""
     value = args.get(key, default)
     if value is None:
         return default
+    if pair and isinstance(value, list):
+        value = _square(layer, key, value, source)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise layer_error(
             layer, f"argument '{key}' must be a non-negative integer, got {value!r}", source
         )
     return value
+
+
+def _square(layer: Layer, key: str, value: list, source: str) -> Any:
+    """``[3, 3]`` -> 3; a non-square pair is refused (our convs and pools are square)."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not (ints and len(value) == 2):
+        raise layer_error(
+            layer,
+            f"argument '{key}' must be an integer or a pair of integers, got {value!r}",
+            source,
+        )
+    if value[0] != value[1]:
+        raise layer_error(
+            layer,
+            f"argument '{key}' {value!r} is not square (only equal pairs are supported)",
+            source,
+        )
+    return value[0]
 
 
 def _bool(layer: Layer, args: dict, key: str, default: bool, source: str) -> bool:
@@ -196,9 +220,9 @@ def _conv_like(model: Conversion, layer: Layer, args: dict, *, rep: bool) -> tup
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
     default_k = 3 if rep else 1
-    k = _int(layer, args, "k", default_k, src)
-    s = _int(layer, args, "s", 1, src)
-    p = _int(layer, args, "p", None, src)
+    k = _int(layer, args, "k", default_k, src, pair=True)
+    s = _int(layer, args, "s", 1, src, pair=True)
+    p = _int(layer, args, "p", None, src, pair=True)
     groups = _int(layer, args, "groups", 1, src)
     act = _act(layer, args, src)
     if k < 1 or s < 1 or groups < 1:
@@ -239,8 +263,9 @@ def _focus(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
-    k, s = _int(layer, args, "k", 1, src), _int(layer, args, "s", 1, src)
-    p, groups = _int(layer, args, "p", None, src), _int(layer, args, "groups", 1, src)
+    k, s = _int(layer, args, "k", 1, src, pair=True), _int(layer, args, "s", 1, src, pair=True)
+    p = _int(layer, args, "p", None, src, pair=True)
+    groups = _int(layer, args, "groups", 1, src)
     if (p is not None and p != k // 2) or groups != 1:
         raise layer_error(layer, "Focus is imported with default padding and groups 1", src)
     stride = model.stride_of(x) * 2 * s
@@ -255,6 +280,16 @@ def _focus(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
         s=s if s != 1 else None,
         act=_act(layer, args, src),
     )
+    return name, c_out, stride
+
+
+def _stem(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    """Stem (r50-csp, x50-csp): the reference takes Conv's arguments and uses only c_out."""
+    src = model.source
+    x = _single(model, layer, src)
+    c_out = _width(model, layer, args, src)
+    stride = model.stride_of(x) * 4
+    name = model.emit(layer, "stem", stride, "stem", [model.name_of(x)], c=c_out)
     return name, c_out, stride
 
 
@@ -408,7 +443,7 @@ def _downc(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
-    k = _int(layer, args, "k", 2, src)
+    k = _int(layer, args, "k", 2, src, pair=True)
     stride = model.stride_of(x) * k
     name = model.emit(
         layer, "down", stride, "downc", [model.name_of(x)], c=c_out, k=k if k != 2 else None
@@ -420,7 +455,7 @@ def _pool(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     sp = layer.module == "SP"
-    k = _int(layer, args, "k", 3 if sp else 2, src)
+    k = _int(layer, args, "k", 3 if sp else 2, src, pair=not sp)  # SP pads by k // 2: ints
     s = _int(layer, args, "s", 1, src) if sp else k
     stride = model.stride_of(x) * s
     name = model.emit(
@@ -519,6 +554,7 @@ MODULES: dict[str, ModuleRule] = {
     "Conv": ModuleRule(_CONV_ARGS, 1, _conv, repeats=_COPIES),
     "RepConv": ModuleRule((*_CONV_ARGS, "deploy"), 1, _repconv, repeats=_COPIES),
     "Focus": ModuleRule(_CONV_ARGS, 1, _focus),
+    "Stem": ModuleRule(_CONV_ARGS, 1, _stem),
     "DownC": ModuleRule(("c_out", "k"), 1, _downc, repeats=_IGNORED),
     "SPP": ModuleRule(("c_out", "k"), 1, _spp("spp", [5, 9, 13])),
     "SPPF": ModuleRule(("c_out", "k"), 1, _spp("sppf", 5)),

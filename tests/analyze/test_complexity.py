@@ -118,8 +118,13 @@ def test_zoo_matches_paper(name):
     deploy = ref.get("graph", "deploy") == "deploy"
     counted = count_graph(get_layer_graph(name, img_size=ref.get("img_size"), deploy=deploy))
     params_tol, gflops_tol = TOLERANCE.get(spec.family, BASELINE_TOLERANCE)
-    assert abs(counted.params / 1e6 - ref["params_m"]) <= params_tol
-    assert abs(counted.gflops / ref["gflops"] - 1) <= gflops_tol
+    matches = (
+        abs(counted.params / 1e6 - ref["params_m"]) <= params_tol
+        and abs(counted.gflops / ref["gflops"] - 1) <= gflops_tol
+    )
+    # a row the public config does not reproduce says so (with its note); if it ever matches,
+    # the flag is stale and this fails too
+    assert matches == ref.get("reproduced", True), (name, counted.params, counted.gflops)
 
 
 @pytest.mark.parametrize(

@@ -139,9 +139,42 @@ def test_chunk_takes_the_second_half():
     assert chunk.args[1:] == (2, 1)
 
 
+STEM = """\
+img_size: 64
+nc: 2
+anchors: [[10, 13, 16, 30]]
+nodes:
+  stem: {type: stem, c: 32}
+  wide: {type: stem, from: input, c: 16, hidden: 12}
+  cat: {type: concat, from: [stem, wide]}
+  detect: {type: detect, from: [cat]}
+"""
+
+
+def test_stem_counts_shapes_and_fusing():
+    # 3x3 s2 to c/2, [1x1, 3x3 s2] on it, max pool of it, concat, 1x1 to c: stride 4
+    assert _node_params(STEM, "stem") == conv(3, 16, 3) + conv(16, 16) + conv(16, 16, 3) + conv(
+        32, 32
+    )
+    assert _node_params(STEM, "wide") == conv(3, 12, 3) + conv(12, 12) + conv(12, 12, 3) + conv(
+        24, 16
+    )
+    graph = graph_from(STEM)
+    layers = get_layer_graph(graph)
+    assert max_stride(get_block_graph(graph)) == 4
+    assert [(s.c, s.h) for s in layers.input_shapes(layers.output)] == [(48, 16)]
+    for deploy in (False, True):
+        ours = count_graph(get_layer_graph(graph, deploy=deploy))
+        model = create_model(graph, deploy=deploy)
+        assert ours.params == sum(p.numel() for p in model.parameters())
+        assert count_thop(model, 64).macs == ours.thop_equivalent
+    assert fuse_check(graph, img_size=64)["ok"]
+
+
 @pytest.mark.parametrize(
     ("node", "message"),
     [
+        ("{type: stem, c: 8, hidden: 0}", "field 'hidden': must be >= 1"),
         ("{type: csp_tiny, c: 7}", "field 'c': must be even"),
         ("{type: res, unit: res, reversed: true}", "only the dark unit can be reversed"),
         ("{type: c3, c_out: 16, expansion: 0}", "field 'expansion': must be in (0, 4]"),

@@ -5,6 +5,7 @@ count is summed layer by layer from the public implementations' module definitio
 out below as small formulas), independently of our blocks and their lowering.
 """
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ from scaling_lab.spec.layer_list import (
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "layer_list"
+REFERENCE_CFG = FIXTURES.parent / "reference_cfg"  # the reference's cfg/ tree, copied
+REFERENCE_PARAMS = FIXTURES.parent / "reference_config_params.csv"  # its counts of them
+
+
+def _reference_params() -> dict[str, int]:
+    with open(REFERENCE_PARAMS) as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {row["config"]: int(row["params"]) for row in rows}
 
 
 # ---------------------------------------------------------------- the reference modules
@@ -168,6 +177,73 @@ def test_csp_families_config_gives_the_reference_count():
     )
     _, built = _import_and_count(FIXTURES / "csp_families.yaml")
     assert built == expected
+
+
+# ---------------------------------------------------------------- the reference's own configs
+
+
+def test_every_reference_config_has_a_recorded_count():
+    configs = sorted(p.relative_to(REFERENCE_CFG).as_posix() for p in REFERENCE_CFG.rglob("*.yaml"))
+    assert len(configs) == 26
+    assert sorted(_reference_params()) == configs
+
+
+@pytest.mark.parametrize("config", sorted(_reference_params()))
+def test_reference_config_imports_with_the_reference_params(config):
+    spec = load_layer_list(REFERENCE_CFG / config).spec
+    assert count_graph(get_layer_graph(spec)).params == _reference_params()[config]
+
+
+def test_stem_and_residual_csp_config_builds_the_counted_module():
+    stem = conv(3, 64, 3) + conv(64, 64) + conv(64, 64, 3) + conv(128, 128)  # Stem [128]
+    spec, built = _import_and_count(REFERENCE_CFG / "baseline" / "r50-csp.yaml")
+    assert spec.nodes[0].type == "stem" and spec.nodes[0].fields == {"c": 128}
+    first = sum(
+        c.params
+        for c, layer in zip(count_graph(get_layer_graph(spec)).per_layer, get_layer_graph(spec))
+        if layer.node == spec.nodes[0].name
+    )
+    assert first == stem
+    assert built == _reference_params()["baseline/r50-csp.yaml"]
+
+
+LIST_ARGS = """\
+nc: 1
+anchors:
+  - [10,13, 16,30]
+backbone:
+  [[-1, 1, Conv, [16, [3, 3], [2, 2], [1, 1]]],
+   [-1, 1, MP, [[2, 2]]],
+   [-1, 1, DownC, [32, [2, 2]]],
+  ]
+head:
+  [[-1, 1, Conv, [32, [1, 1]]],
+   [[-1], 1, Detect, [nc, anchors]],
+  ]
+"""
+
+
+def test_square_list_arguments_are_integers():
+    spec = import_layer_list(LIST_ARGS, source="pairs.yaml").spec
+    first, pool, down, last = spec.nodes[:4]
+    assert first.fields == {"c": 16, "k": 3, "s": 2} and pool.type == "maxpool"
+    assert down.type == "downc" and "k" not in down.fields and "k" not in last.fields
+    expected = conv(3, 16, 3) + conv(16, 16) + conv(16, 16, 3) + conv(16, 16) + conv(32, 32)
+    assert count_graph(get_layer_graph(spec)).params == expected + plain_head([32], 2 * 6)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("[16, [3, 3], [2, 2], [1, 1]]", "[16, [1, 3]]", "argument 'k' [1, 3] is not square"),
+        ("[16, [3, 3], [2, 2], [1, 1]]", "[16, 3, [2, 1]]", "argument 's' [2, 1] is not square"),
+        ("[16, [3, 3], [2, 2], [1, 1]]", "[16, [3, 3, 3]]", "'k' must be an integer or a pair"),
+        ("MP, [[2, 2]]", "SP, [[3, 3]]", "argument 'k' must be a non-negative integer"),
+    ],
+)
+def test_list_arguments_that_are_refused(old, new, message):
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        import_layer_list(LIST_ARGS.replace(old, new), source="pairs.yaml")
 
 
 AUX = """\
@@ -370,7 +446,7 @@ def test_every_module_in_the_table_is_documented():
     assert set(MODULES) >= {
         "Conv", "Concat", "MP", "SP", "SPPCSPC", "SPPF", "RepConv", "Shortcut", "DownC",
         "ReOrg", "BottleneckCSP", "BottleneckCSPA", "BottleneckCSPB", "BottleneckCSPC",
-        "ResCSPA", "C3", "Focus", "nn.Upsample", "Detect", "IDetect", "IAuxDetect",
+        "ResCSPA", "C3", "Focus", "nn.Upsample", "Detect", "IDetect", "IAuxDetect", "Stem",
     }  # fmt: skip
     assert layer_list.__doc__ and "parse_model" in layer_list.__doc__
 

@@ -11,5 +11,6 @@ from scaling_lab.graph.blocks import (  # noqa: F401
     head,
     pyramid,
     spp,
+    stem,
     tiny,
 )
