@@ -293,16 +293,39 @@ def _stem(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return name, c_out, stride
 
 
+@dataclass(frozen=True)
+class _UnitArgs:
+    """What residual and CSP modules read from their arguments, in the public parse order."""
+
+    x: int  # the input layer
+    c_out: int
+    shortcut: bool
+    groups: int
+    e: float  # hidden width as a fraction of c_out
+
+
+def _unit_args(
+    model: Conversion, layer: Layer, args: dict, shortcut: bool, groups: int
+) -> _UnitArgs:
+    src = model.source
+    x = _single(model, layer, src)
+    c_out = _width(model, layer, args, src)
+    return _UnitArgs(
+        x,
+        c_out,
+        _bool(layer, args, "shortcut", shortcut, src),
+        _int(layer, args, "groups", groups, src),
+        _float(layer, args, "e", 0.5, src),
+    )
+
+
 def _bottleneck(unit: str, default_groups: int):
     """Bottleneck / Res / ResX: ``number`` units in sequence; an add where c_in == c_out."""
 
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
-        src = model.source
-        x = _single(model, layer, src)
-        c_out = _width(model, layer, args, src)
-        shortcut = _bool(layer, args, "shortcut", True, src)
-        groups = _int(layer, args, "groups", default_groups, src)
-        hidden = int(c_out * _float(layer, args, "e", 0.5, src))
+        read = _unit_args(model, layer, args, True, default_groups)
+        x, c_out, shortcut, groups = read.x, read.c_out, read.shortcut, read.groups
+        hidden = int(c_out * read.e)
         name, c_in, stride = model.name_of(x), model.width_of(x), model.stride_of(x)
         for _ in range(layer.number):
             if c_in == c_out:
@@ -366,11 +389,9 @@ def _csp_family(
 
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
         src = model.source
-        x = _single(model, layer, src)
-        c_out = _width(model, layer, args, src)
-        use_shortcut = _bool(layer, args, "shortcut", shortcut, src)
-        g = _int(layer, args, "groups", groups, src)
-        hidden = c_out if hidden_is_out else int(c_out * _float(layer, args, "e", 0.5, src))
+        read = _unit_args(model, layer, args, shortcut, groups)
+        x, c_out, use_shortcut, g = read.x, read.c_out, read.shortcut, read.groups
+        hidden = c_out if hidden_is_out else int(c_out * read.e)
         block_hidden = c_out if block == "csp_b" else c_out // 2
         fields: dict[str, Any] = {
             "c_out": c_out,
