@@ -36,4 +36,5 @@ MAX_SEARCH_ABS = 1e6  # |low|, |high| and step of an int / float search range
 MAX_CHOICES = 1_000  # choices of a categorical search parameter
 MAX_TRIALS = 10_000  # a search's trial budget
 MAX_VARIANTS = 1_000  # rows of a table experiment
+MAX_SEEDS = 100  # repeats (``seeds:``) of every row of a table experiment
 MAX_NAME_CHARS = 100  # an experiment name (also a folder name)

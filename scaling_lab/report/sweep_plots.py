@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags, pareto_mask
-from scaling_lab.report.sweep_table import ReportContext, prepare
+from scaling_lab.report.sweep_table import ReportContext, collapse_repeats, prepare
 
 DPI = 150
 # Beyond this many points only the Pareto-front points get a text label (the rest would clutter).
@@ -64,7 +64,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
 def _finished(results: pd.DataFrame) -> pd.DataFrame:
     """Prepared rows of the trials that finished."""
     df = prepare(results)
-    return df[finished_mask(df)]
+    return collapse_repeats(df[finished_mask(df)])
 
 
 def _values(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -73,6 +73,16 @@ def _values(df: pd.DataFrame, col: str) -> np.ndarray:
         return np.full(len(df), np.nan)
     values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
     return values * 100.0 if col in AP_KEYS else values
+
+
+def _draw_ours(ax: Axes, d: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
+    """Our finished points; repeated rows with error bars of one sample std over seeds."""
+    std = 100.0 * _values(d, "AP_std")  # a fraction, like AP; NaN: one seed
+    label = "ours (finished)"
+    if np.isfinite(std).any():
+        label = "ours (finished; mean ± 1 std over seeds)"
+        ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="none", ecolor="C0", capsize=3, zorder=3)
+    ax.scatter(x, y, color="C0", zorder=3, label=label)
 
 
 def _axis_name(col: str) -> str:
@@ -189,7 +199,7 @@ def plot_ap_vs_latency(results: pd.DataFrame, ctx: ReportContext, out_dir: Path)
         if _draw_peers(top, ctx.paper_peers, _v100_latency_ms):
             top.set_xlabel("paper Table 2: V100 latency (ms, 1000 / FPS), COCO AP", fontsize=8)
             top.legend(fontsize=7, loc="lower right")
-    ax.scatter(x, y, color="C0", zorder=3, label="ours (finished)")
+    _draw_ours(ax, d, x, y)
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
     devices = []
@@ -221,7 +231,7 @@ def _plot_ap_vs_cost(
         )
         ax.plot([xi, px], [yi, py], linestyle=":", color="C2", linewidth=0.8)
         paper_label = None
-    ax.scatter(x, y, color="C0", zorder=3, label="ours (finished)")
+    _draw_ours(ax, d, x, y)
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
     _finish(ax, f"{ctx.heading}: AP vs {_axis_name(col)}", _axis_name(col), "AP (%)")

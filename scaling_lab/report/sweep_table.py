@@ -21,6 +21,7 @@ import pandas as pd
 from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags
+from scaling_lab.report.stats import LEVEL, difference, summarize
 
 KINDS = ("variant", "search")
 FORMATS = ("md", "tex", "csv")
@@ -41,7 +42,9 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 )
 PAPER_KEYS = {"params_m", "gflops", "img_size", "fps", *AP_KEYS}
 NUMERIC_INPUTS = ("order", "params", "params_m", "gmacs", "gflops", "img_size", "latency_ms")
-NUMERIC_INPUTS += ("fps", "peak_memory_mb", "epochs_done", "wall_s", *AP_KEYS)
+NUMERIC_INPUTS += ("fps", "peak_memory_mb", "epochs_done", "wall_s", "seed", *AP_KEYS)
+MEANS = ("params", "params_m", "gmacs", "gflops", "latency_ms", "fps", "peak_memory_mb")
+MEANS += ("epochs_done", "wall_s")  # averaged over a row's seeds (AP_KEYS: with their spread)
 NOT_RUN = "not run"
 TEXT_HEADERS = ("Model", "Status")
 MISSING = "-"
@@ -127,8 +130,13 @@ def _ordered_rows(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     keep = []
     for _, group in df.groupby("label", sort=False):
         done = group[finished_mask(group)]
-        keep.append((done if len(done) else group).index[-1])
-    df = df.loc[keep]
+        if _repeated(done):
+            keep.append(_mean_row(done))
+        else:
+            row = group.loc[(done if len(done) else group).index[-1]].copy()
+            row["n_seeds"] = min(len(done), 1)
+            keep.append(row)
+    df = _numbers(pd.DataFrame(keep).reset_index(drop=True))
     missing = [label for label in dict.fromkeys(ctx.labels) if label not in set(df["label"])]
     if missing:
         df = pd.concat([df, pd.DataFrame({"label": missing, "status": NOT_RUN})], ignore_index=True)
@@ -136,6 +144,66 @@ def _ordered_rows(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     df["_rank"] = [rank.get(label, len(rank)) for label in df["label"]]
     df = df.sort_values(["_rank", "order"], kind="mergesort", na_position="last")
     return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def _numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """Numeric columns back to numbers after rows were rebuilt from Series (object dtype)."""
+    for col in df.columns:
+        if col in (*NUMERIC_INPUTS, "n_seeds") or str(col).endswith(("_std", "_ci95")):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def collapse_repeats(finished: pd.DataFrame) -> pd.DataFrame:
+    """Finished prepared rows with each repeated row's trials replaced by their aggregate
+    (means, ``<AP>_std``, ``<AP>_ci95``, ``n_seeds``): one point per design in the plots."""
+    if finished.empty or "seed" not in finished.columns:
+        return finished
+    parts = []
+    for _, group in finished.groupby("label", sort=False):
+        parts.append(_mean_row(group).to_frame().T if _repeated(group) else group)
+    return _numbers(pd.concat(parts, ignore_index=True))
+
+
+def _repeated(done: pd.DataFrame) -> bool:
+    """Several finished trials of one row, each with its own seed: repeats to aggregate."""
+    if len(done) < 2 or "seed" not in done.columns:
+        return False
+    seeds = done["seed"]
+    return bool(seeds.notna().all() and seeds.is_unique)
+
+
+def _mean_row(done: pd.DataFrame) -> pd.Series:
+    """One row of a label's finished repeats: means, and for AP its std and 95% CI."""
+    row = done.iloc[-1].copy()
+    for col in MEANS:
+        if col in done.columns:
+            row[col] = done[col].mean()
+    for col in AP_KEYS:
+        if col in done.columns:
+            summary = summarize(done[col].tolist())
+            row[col], row[f"{col}_std"], row[f"{col}_ci95"] = (
+                summary.mean,
+                summary.std,
+                summary.ci95,
+            )
+    row["n_seeds"] = len(done)
+    row["seed"] = math.nan
+    if isinstance(row.get("key"), str):
+        row["key"] = re.sub(r"-seed-?\d+$", "", row["key"])
+    return row
+
+
+def _seed_values(df: pd.DataFrame, label: str, col: str) -> dict[int, float]:
+    """seed -> value of a row's finished trials (position when a trial has no seed)."""
+    done = df[(df["label"] == label) & finished_mask(df)]
+    if col not in done.columns:
+        return {}
+    seeds = done["seed"] if "seed" in done.columns else pd.Series(math.nan, index=done.index)
+    return {
+        int(seed) if pd.notna(seed) else i: float(value)
+        for i, (seed, value) in enumerate(zip(seeds, done[col]))
+    }
 
 
 def _paper_value(ctx: ReportContext, label: str, col: str) -> float:
@@ -186,17 +254,28 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     columns are in PERCENT here (ours x 100) so they compare directly with the paper's. The
     improvement row holds relative change in % for params/FLOPs/FPS/latency and differences
     in AP points for AP columns.
+
+    Repeats (a row trained with several seeds): a ``seed`` column, each trial's own row
+    (``row`` "seed") before its row's aggregate ("result": means, with ``<AP>_std`` and
+    ``<AP>_ci95`` and ``n_seeds``); the improvement row adds ``<AP>_ci95`` (of the
+    difference), ``<AP>_test`` (paired / welch) and ``<AP>_ns`` (the interval contains 0).
     """
     rows = _ordered_rows(results, ctx)
+    repeated = bool((rows.get("n_seeds", pd.Series(dtype=float)) > 1).any())
     shown = _shown(rows, ctx)
     out = pd.DataFrame({"label": rows["label"]})
     if "key" in rows.columns:
         out["key"] = rows["key"]
+    if repeated:
+        out["seed"] = rows["seed"]
     if ctx.kind == "search":
         for col in _param_columns(rows):
             out[col] = rows[col]
     for col, _, _, paper in shown:
         out[col] = rows[col] * 100.0 if col in AP_KEYS else rows[col]
+        if repeated and col in AP_KEYS:
+            out[f"{col}_std"] = rows[f"{col}_std"] * 100.0
+            out[f"{col}_ci95"] = rows[f"{col}_ci95"] * 100.0
         if paper:
             out[f"{col}_paper"] = [_paper_value(ctx, label, col) for label in rows["label"]]
     if "latency_device" in rows.columns and "latency_ms" in out.columns:
@@ -206,20 +285,58 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     if ctx.kind == "search":
         out["pareto"] = pareto_flags(rows, ctx.search_objectives).to_numpy()
     out["row"] = "result"
-
+    if repeated:
+        out["n_seeds"] = rows["n_seeds"]
     finished = dict(zip(rows["label"], finished_mask(rows)))
     if ctx.baseline and ctx.against and finished.get(ctx.baseline) and finished.get(ctx.against):
-        base = out[out["label"] == ctx.baseline].iloc[-1]
-        new = out[out["label"] == ctx.against].iloc[-1]
-        extra: dict[str, Any] = {"label": improvement_label(ctx), "row": "improvement"}
-        for col, _, how, paper in shown:
-            extra[col] = _change(new[col], base[col], how)
-            if paper:
-                extra[f"{col}_paper"] = _change(new[f"{col}_paper"], base[f"{col}_paper"], how)
-        if "pareto" in out.columns:
-            extra["pareto"] = False
+        extra = _improvement(out, prepare(results), ctx, shown, repeated)
         out = pd.concat([out, pd.DataFrame([extra])], ignore_index=True)
+    if repeated:
+        out = _with_seed_rows(out, results, shown)
     return out
+
+
+def _improvement(
+    out: pd.DataFrame, trials: pd.DataFrame, ctx: ReportContext, shown: list, repeated: bool
+) -> dict[str, Any]:
+    """The improvement row: ``against`` vs ``baseline``, AP differences with their 95% CI."""
+    base = out[out["label"] == ctx.baseline].iloc[-1]
+    new = out[out["label"] == ctx.against].iloc[-1]
+    extra: dict[str, Any] = {"label": improvement_label(ctx), "row": "improvement"}
+    for col, _, how, paper in shown:
+        extra[col] = _change(new[col], base[col], how)
+        if repeated and col in AP_KEYS:
+            diff = difference(
+                _seed_values(trials, ctx.baseline, col), _seed_values(trials, ctx.against, col)
+            )
+            extra[f"{col}_ci95"] = diff.ci95 * 100.0
+            extra[f"{col}_test"] = diff.test or None
+            extra[f"{col}_ns"] = (not diff.significant) if diff.estimated else None
+        if paper:
+            extra[f"{col}_paper"] = _change(new[f"{col}_paper"], base[f"{col}_paper"], how)
+    if "pareto" in out.columns:
+        extra["pareto"] = False
+    return extra
+
+
+def _with_seed_rows(out: pd.DataFrame, results: pd.DataFrame, shown: list) -> pd.DataFrame:
+    """Each repeated row's trials (``row`` "seed") put before its aggregate row."""
+    trials = prepare(results)
+    trials = trials[finished_mask(trials) & trials["seed"].notna()]
+    pieces = []
+    for _, result in out.iterrows():
+        if result["row"] == "result" and result.get("n_seeds", 0) > 1:
+            mine = trials[trials["label"] == result["label"]].sort_values("seed")
+            seed_rows = pd.DataFrame({"label": mine["label"], "key": mine["key"]})
+            seed_rows["seed"] = mine["seed"]
+            for col, _, _, _ in shown:
+                seed_rows[col] = mine[col] * 100.0 if col in AP_KEYS else mine[col]
+            seed_rows["status"], seed_rows["row"] = mine["status"], "seed"
+            pieces.append(seed_rows)
+        pieces.append(result.to_frame().T)
+    table = pd.concat(pieces, ignore_index=True)[list(out.columns)].infer_objects()
+    table["seed"] = pd.to_numeric(table["seed"]).astype("Int64")
+    return table
 
 
 def _ap_decimals(ctx: ReportContext) -> int:
@@ -291,6 +408,7 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
         if col in numeric.columns
     ]
     decimals = _ap_decimals(ctx)
+    numeric = numeric[numeric["row"] != "seed"].reset_index(drop=True)
     improvement = numeric["row"].eq("improvement").to_numpy()
     out = pd.DataFrame({"Model": numeric["label"].astype(str)})
     if ctx.kind == "search":
@@ -301,10 +419,7 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     for col, header, how, paper in shown:
         names = [(col, header)] + ([(f"{col}_paper", f"{header} (paper)")] if paper else [])
         for source, name in names:
-            out[name] = [
-                _format_change(v, how, decimals) if imp else _format_value(col, v, decimals)
-                for v, imp in zip(numeric[source], improvement)
-            ]
+            out[name] = _cells(numeric, col, source, how, decimals)
     if ctx.kind == "search":
         pareto = numeric["pareto"].fillna(False).astype(bool)
         out["Pareto"] = ["*" if p and not imp else "" for p, imp in zip(pareto, improvement)]
@@ -314,8 +429,56 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
             for s, e, imp in zip(numeric["status"], numeric["error"], improvement)
         ]
     devices = _devices(numeric.loc[~improvement]) if "latency_ms" in numeric.columns else ""
-    out.attrs = {"improvement": bool(improvement.any()), "latency_device": devices}
+    out.attrs = {
+        "improvement": bool(improvement.any()),
+        "latency_device": devices,
+        "stats_note": _stats_note(numeric, [col for col, *_ in shown]),
+    }
     return out
+
+
+def _cells(numeric: pd.DataFrame, col: str, source: str, how: str | None, decimals: int) -> list:
+    """One display column: values (``mean ± std`` over repeats) and the improvement cell
+    (``+Δ ± CI``, ``(n.s.)`` when the interval contains 0)."""
+    spread = source == col and f"{col}_std" in numeric.columns
+    cells = []
+    for _, row in numeric.iterrows():
+        v = row[source]
+        if row["row"] != "improvement":
+            cell = _format_value(col, v, decimals)
+            std = row.get(f"{col}_std") if spread else None
+            if std is not None and pd.notna(std) and cell != MISSING:
+                cell = f"{cell.removesuffix('%')} ± {std:.{decimals}f}%"
+            cells.append(cell)
+            continue
+        cell = _format_change(v, how, decimals)
+        ci = row.get(f"{col}_ci95") if source == col else None
+        if ci is not None and pd.notna(ci) and cell != MISSING:
+            cell += f" ± {ci:.{decimals}f}"
+            if row.get(f"{col}_ns") is True:
+                cell += " (n.s.)"
+        cells.append(cell)
+    return cells
+
+
+def _stats_note(numeric: pd.DataFrame, shown: list[str]) -> str:
+    """What the AP cells state about seed noise: the repeats and tests, or that none exist."""
+    measured = numeric[numeric["row"] == "result"]
+    aps = [col for col in shown if col in AP_KEYS]
+    if not aps or not measured[aps].notna().any().any():
+        return ""
+    if "n_seeds" not in numeric.columns:
+        return "One seed: no noise estimate (set seeds: N in the experiment to repeat each row)."
+    counts = sorted({int(n) for n in measured["n_seeds"].dropna() if n > 0})
+    runs = "/".join(map(str, counts))
+    tests = {numeric[f"{c}_test"].dropna().iloc[0] for c in aps if f"{c}_test" in numeric}
+    test = {"paired": "paired t over seeds", "welch": "Welch's t"}
+    how = " / ".join(test[t] for t in sorted(tests) if t in test)
+    note = f"AP: mean ± sample std over {runs} seeds."
+    if how:
+        level = f"{LEVEL:.0%}"
+        note += f" Improvement: difference ± {level} CI ({how}); n.s.: the CI contains 0."
+    return note
 
 
 def _devices(numeric: pd.DataFrame) -> str:
@@ -370,6 +533,11 @@ def tex_escape(text: Any) -> str:
     return _TEX_RE.sub(lambda m: _TEX_SPECIAL[m.group()], str(text))
 
 
+def _tex_cell(text: Any) -> str:
+    """An escaped cell, ``±`` in math mode (no unicode needed from the document)."""
+    return tex_escape(text).replace("±", r"$\pm$")
+
+
 def _render_md(table: pd.DataFrame, ctx: ReportContext) -> str:
     """Markdown: title, note, the table (pipes in cells escaped), latency device."""
     cells = table.copy()
@@ -383,6 +551,8 @@ def _render_md(table: pd.DataFrame, ctx: ReportContext) -> str:
     device = table.attrs.get("latency_device")
     if device:
         parts.append(f"Latency: median, measured on {device}.")
+    if table.attrs.get("stats_note"):
+        parts.append(table.attrs["stats_note"])
     return "\n\n".join(parts) + "\n"
 
 
@@ -394,10 +564,12 @@ def _render_tex(table: pd.DataFrame, ctx: ReportContext) -> str:
     device = table.attrs.get("latency_device")
     if device and "Latency (ms)" in table.columns:
         caption += f" (latency measured on {device})"
+    if table.attrs.get("stats_note"):
+        caption += ". " + table.attrs["stats_note"]
     lines = [
         "\\begin{table}[t]",
         "\\centering",
-        f"\\caption{{{tex_escape(caption)}}}",
+        f"\\caption{{{_tex_cell(caption)}}}",
         f"\\label{{tab:{label}}}",
         f"\\begin{{tabular}}{{{align}}}",
         "\\toprule",
@@ -407,7 +579,7 @@ def _render_tex(table: pd.DataFrame, ctx: ReportContext) -> str:
     for values, improvement in zip(table.itertuples(index=False), _is_improvement(table)):
         if improvement:
             lines.append("\\midrule")
-        lines.append(" & ".join(tex_escape(v) for v in values) + " \\\\")
+        lines.append(" & ".join(_tex_cell(v) for v in values) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 from scaling_lab import schema
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.limits import MAX_NAME_CHARS, MAX_TRIALS, MAX_VARIANTS
+from scaling_lab.limits import MAX_NAME_CHARS, MAX_SEEDS, MAX_TRIALS, MAX_VARIANTS
 from scaling_lab.schema import INTERNAL, FieldError, Partial
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.yaml_lines import read_text_file, read_yaml_file, read_yaml_mapping
@@ -210,6 +210,7 @@ class Experiment:
     search: Search | None = None
     baseline: str | None = None  # default: the first row
     against: str | None = None  # default: the last row
+    seeds: int = 1  # trainings of every row, seeds train.seed + 0 .. seeds - 1
     train: TrainSettings = field(default_factory=dict)
     budgets: dict[str, TrainSettings] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
@@ -234,6 +235,7 @@ class Experiment:
             )
         if not self.metrics:
             raise FieldError("metrics", "must be a non-empty list")
+        self._check_seeds()
         if self.paper_table is not None and self.paper_table not in range(1, 9):
             raise FieldError("paper_table", "must be a table number of the paper (1-8)")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -251,6 +253,37 @@ class Experiment:
         _check_settings(self.train, "train")
         for name, budget in self.budgets.items():
             _check_settings(merge_train(self.train, budget), f"budgets.{name}")
+
+    def _check_seeds(self) -> None:
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise FieldError(
+                "seeds", f"must be an integer from 1 to {MAX_SEEDS} (MAX_SEEDS), got {self.seeds}"
+            )
+        if self.seeds > 1 and self.search is not None:
+            raise FieldError(
+                "seeds", "repeats apply to the rows of a table ('variants'), not to a search"
+            )
+
+    def repeats(self, profile_only: bool = False) -> int:
+        """Trainings per row; 1 when nothing trains, as counts do not depend on the seed (a
+        profile-only sweep runs each design once)."""
+        return self.seeds if self.trains(profile_only) else 1
+
+    def trial_keys(self, profile_only: bool = False) -> dict[str, tuple[Variant, int | None]]:
+        """Every trial of a table: key -> (row, seed). Seeds are the row's ``train.seed``
+        (default 0) + 0 .. seeds - 1; with one seed a row's key is its own (as before repeats
+        existed), with several ``KEY-seedS``. Nothing trains: seed None."""
+        out: dict[str, tuple[Variant, int | None]] = {}
+        repeats = self.repeats(profile_only)
+        for variant in self.variants:
+            if not self.trains(profile_only):
+                out[variant.key] = (variant, None)
+                continue
+            base = int(merge_train(self.train, variant.changes.train).get("seed", 0))
+            for i in range(repeats):
+                key = variant.key if repeats == 1 else f"{variant.key}-seed{base + i}"
+                out[key] = (variant, base + i)
+        return out
 
     @property
     def kind(self) -> str:

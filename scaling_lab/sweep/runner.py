@@ -221,7 +221,11 @@ def _check_resources(experiment: Experiment, num_cpus: int | None) -> None:
 
 
 def _plan_round(
-    experiment: Experiment, store: TrialStore, sweep_dir: Path, retry_failed: bool
+    experiment: Experiment,
+    store: TrialStore,
+    sweep_dir: Path,
+    retry_failed: bool,
+    profile_only: bool = False,
 ) -> tuple[dict[str, Any], Any, int] | None:
     """What the next Tuner runs: (param_space, search_alg, num_samples); None if nothing."""
     from ray import tune
@@ -229,7 +233,7 @@ def _plan_round(
     rows = store.rows()
     done = store.terminal_keys(retry_failed=retry_failed, rows=rows)
     if experiment.search is None:
-        todo = [v.key for v in experiment.variants if v.key not in done]
+        todo = [key for key in experiment.trial_keys(profile_only) if key not in done]
         return ({"variant": tune.grid_search(todo)}, None, 1) if todo else None
     finished = [r for r in rows if r["key"] in done]
     pending = [json.loads(r["config"]) for r in rows if r["key"] not in done and r["config"]]
@@ -328,7 +332,7 @@ def run_sweep(
     # row) ends a round with fewer rows than its budget: top up in a few more rounds.
     for round_ in range(MAX_SEARCH_ROUNDS if experiment.search else 1):
         retry = retry_failed and round_ == 0  # later rounds: this run's failures stand
-        plan = _plan_round(experiment, store, sweep_dir, retry)
+        plan = _plan_round(experiment, store, sweep_dir, retry, profile_only)
         time_left = None
         if experiment.time_budget_s is not None:
             time_left = experiment.time_budget_s - (time.monotonic() - started)

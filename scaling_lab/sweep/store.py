@@ -30,7 +30,7 @@ from scaling_lab.eval_protocol import AP_KEYS
 TERMINAL = ("finished", "failed", "infeasible", "stopped")
 # column order of the tidy table (extra columns, e.g. ``param:PATH``, follow)
 COLUMNS = (
-    "experiment", "order", "key", "label", "kind", "status", "error", "model", "overrides",
+    "experiment", "order", "key", "label", "seed", "kind", "status", "error", "model", "overrides",
     "config", "spec_hash", "spec_path", "params", "params_m", "gmacs", "gflops", "img_size",
     "form", "latency_ms", "fps", "peak_memory_mb", "latency_device", "latency_protocol",
     *AP_KEYS, "epochs_done", "budget", "train_img_size", "wall_s",
@@ -94,7 +94,7 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             frame[column] = None
     extra = sorted(c for c in frame.columns if c not in COLUMNS)
     frame = frame[[*COLUMNS, *extra]]
-    return frame.sort_values(["order", "key"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["order", "seed", "key"], kind="stable").reset_index(drop=True)
 
 
 def write_results(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -15,6 +15,7 @@ keeps a stray worker of a killed driver from training the same folder twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -59,14 +60,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def resolve_variant(config: dict[str, Any], ctx: TrialContext) -> tuple[Variant, dict[str, Any]]:
-    """Ray's config -> the variant to run and, for a search, its sampled parameters."""
+def resolve_variant(
+    config: dict[str, Any], ctx: TrialContext
+) -> tuple[Variant, dict[str, Any], int | None]:
+    """Ray's config -> the variant to run (its key: the trial's), for a search its sampled
+    parameters, and for a repeated row its seed (None: the settings' own)."""
     experiment = ctx.experiment
     key = trial_key(experiment, config)
     if experiment.search is None:
-        return next(v for v in experiment.variants if v.key == key), {}
+        variant, seed = experiment.trial_keys(ctx.profile_only)[key]
+        repeated = experiment.repeats(ctx.profile_only) > 1
+        return dataclasses.replace(variant, key=key), {}, seed if repeated else None
     # a search trial's number (and label) is its rank by start time, given by results_frame
-    return Variant(label="", order=-1, key=key), sampled_params(experiment, config)
+    return Variant(label="", order=-1, key=key), sampled_params(experiment, config), None
 
 
 @contextlib.contextmanager
@@ -114,7 +120,11 @@ def _report(row: dict[str, Any], ctx: TrialContext) -> None:
 
 
 def _new_row(
-    variant: Variant, sampled: dict[str, Any], changes: Overrides, ctx: TrialContext
+    variant: Variant,
+    sampled: dict[str, Any],
+    changes: Overrides,
+    ctx: TrialContext,
+    seed: int | None,
 ) -> dict[str, Any]:
     experiment = ctx.experiment
     row: dict[str, Any] = {
@@ -122,6 +132,7 @@ def _new_row(
         "order": variant.order,
         "key": variant.key,
         "label": variant.label,
+        "seed": seed,
         "kind": experiment.kind,
         "status": "running",
         "error": None,
@@ -152,9 +163,14 @@ class Trial:
         self.ctx = ctx
         self.experiment = ctx.experiment
         self.store = TrialStore(ctx.store_root)
-        self.variant, self.sampled = resolve_variant(config, ctx)
+        self.variant, self.sampled, self.seed = resolve_variant(config, ctx)
         # what the trial changes, split once: the row's overrides, then the sampled values
         self.changes = self.variant.changes.over(Overrides.from_paths(self.sampled))
+        self.settings = merge_train(self.experiment.train_config(ctx.budget), self.changes.train)
+        if self.seed is not None:  # one of a row's repeats: its own seed
+            self.settings["seed"] = self.seed
+        trains = self.experiment.trains(ctx.profile_only)
+        self.row_seed = int(self.settings.get("seed", 0)) if trains else None
         self.folder = self.store.trial_dir(self.variant.key)
         self.t0 = time.perf_counter()
         self.wall_before = 0.0
@@ -174,7 +190,7 @@ class Trial:
             if status in TERMINAL and not (self.ctx.retry_failed and status == "failed"):
                 _report(stored, self.ctx)  # already done: never trained twice
                 return
-            self.row = _new_row(self.variant, self.sampled, self.changes, self.ctx)
+            self.row = _new_row(self.variant, self.sampled, self.changes, self.ctx, self.row_seed)
             if stored is not None and stored.get("status") == "running":  # interrupted
                 self.wall_before = float(stored.get("wall_s") or 0.0)
                 self.row["order"], self.row["label"] = stored["order"], stored["label"]
@@ -261,7 +277,7 @@ class Trial:
         from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
 
-        settings = merge_train(self.experiment.train_config(self.ctx.budget), self.changes.train)
+        settings = self.settings
         cpus = int(self.experiment.resources.cpu)
         torch.set_num_threads(max(1, cpus))
         run_dir = self.folder / "train"

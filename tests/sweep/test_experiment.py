@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scaling_lab.errors import UserError
@@ -332,3 +333,53 @@ def test_a_variants_training_settings_are_checked_up_front(tmp_path):
     text = text.replace("train: {nominal_batch: 0}", "overrides: {train.epochs: 0}")
     with pytest.raises(UserError, match=r":4: field 'variants\[0\].train.epochs': must be >= 1"):
         load_experiment(write(tmp_path, text))
+
+
+def test_repeats_give_each_seed_its_own_trial_key(tmp_path):
+    text = (HERE / "tiny_train.yaml").read_text() + "seeds: 3\n"
+    text = text.replace("  epochs: 3\n", "  epochs: 3\n  seed: 7\n")
+    exp = load_experiment(write(tmp_path, text), check_graphs=False)
+    trials = exp.trial_keys()
+    assert list(trials)[:3] == ["00-base-seed7", "00-base-seed8", "00-base-seed9"]
+    assert len(trials) == 12 and {seed for _, seed in trials.values()} == {7, 8, 9}
+    assert trials["03-narrow-seed8"][0].label == "narrow"
+    assert trial_key(exp, {"variant": "01-planned-repconv-seed9"}) == "01-planned-repconv-seed9"
+    # counts do not depend on the seed: a profile-only sweep runs every design once
+    assert (
+        exp.trial_keys(profile_only=True) == {v.key: (v, None) for v in exp.variants}
+        and exp.repeats(profile_only=True) == 1
+    )
+
+
+def test_one_seed_keeps_the_keys_of_the_committed_reports():
+    root = HERE.parents[1]
+    for results in sorted(root.glob("reports/*/results.csv")):
+        experiment = root / "experiments" / f"{results.parent.name}.yaml"
+        if not experiment.is_file():
+            continue
+        exp = load_experiment(experiment, check_graphs=False)
+        rows = pd.read_csv(results)
+        keys = set(rows.loc[rows["kind"] == "variant", "key"])
+        assert exp.seeds == 1
+        for profile_only in (True, False):
+            assert keys <= set(exp.trial_keys(profile_only)), results
+            assert all(key in {v.key for v in exp.variants} for key in keys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("seeds: 0\n", "from 1 to 100"),
+        ("seeds: 101\n", "MAX_SEEDS"),
+        ("seeds: two\n", "seeds"),
+    ],
+)
+def test_bad_seeds_are_refused(tmp_path, extra, message):
+    text = (HERE / "tiny_train.yaml").read_text() + extra
+    with pytest.raises(UserError, match=message):
+        load_experiment(write(tmp_path, text), check_graphs=False)
+
+
+def test_a_search_refuses_repeats(tmp_path):
+    with pytest.raises(UserError, match="not to a search"):
+        load_experiment(write(tmp_path, SEARCH + "seeds: 2\n"), check_graphs=False)

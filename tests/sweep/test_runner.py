@@ -101,19 +101,17 @@ def _steps_and_epochs(trial_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
-def test_killed_training_sweep_resumes_with_each_trial_trained_once(tmp_path):
-    storage, reports = tmp_path / "runs", tmp_path / "reports"
-    args = sweep_args(TINY_TRAIN, tmp_path)
+def _kill_once_a_trial_finished(args: tuple[str, ...], cwd: Path, store: TrialStore) -> None:
+    """Start ``lab sweep`` and SIGKILL it once a trial is done and another is mid-run."""
     driver = subprocess.Popen(
         [sys.executable, "-m", "scaling_lab.cli", *args],
-        cwd=tmp_path,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    store = TrialStore(storage / "tiny_train")
     deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # kill once a trial is done and another is mid-run
+        while time.time() < deadline:
             rows = store.rows()
             done = [r for r in rows if r["status"] == "finished"]
             midway = [r for r in rows if r["status"] == "running" and r.get("epochs_done")]
@@ -128,23 +126,79 @@ def test_killed_training_sweep_resumes_with_each_trial_trained_once(tmp_path):
     finally:
         if driver.poll() is None:
             driver.kill()
-    before = {r["key"]: r for r in store.rows() if r["status"] == "finished"}
-    assert 1 <= len(before) < 4
 
-    resumed = lab(*args, "--resume", cwd=tmp_path)
+
+def _resume_and_check(
+    args: tuple[str, ...], cwd: Path, store: TrialStore, keys: list[str], epochs: int
+) -> pd.DataFrame:
+    """Resume the killed sweep: every key finished, finished ones untouched, each trained
+    exactly once (every epoch and step once)."""
+    before = {r["key"]: r for r in store.rows() if r["status"] == "finished"}
+    assert 1 <= len(before) < len(keys)
+    resumed = lab(*args, "--resume", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = pd.read_csv(reports / "tiny_train" / "results.csv")
-    assert len(results) == 4 and set(results["status"]) == {"finished"}
-    assert sorted(results["key"]) == ["00-base", "01-planned-repconv", "02-silu", "03-narrow"]
+    name = store.root.name
+    results = pd.read_csv(cwd / "reports" / name / "results.csv")
+    assert len(results) == len(keys) and set(results["status"]) == {"finished"}
+    assert sorted(results["key"]) == sorted(keys)
     for key, row in before.items():  # finished before the kill: not run again
         assert store.read(key) == row
-    epochs = load_experiment(TINY_TRAIN).train["epochs"]
     for key in results["key"]:
         steps, per_epoch = _steps_and_epochs(store.trial_dir(key))
         assert list(per_epoch["epoch"]) == list(range(epochs))  # each epoch once
         assert list(steps["step"]) == list(range(len(steps)))  # no step twice or skipped
         assert len(steps) == epochs * int((steps["epoch"] == 0).sum())
         assert store.read(key)["epochs_done"] == epochs
+    return results
+
+
+def test_killed_training_sweep_resumes_with_each_trial_trained_once(tmp_path):
+    args = sweep_args(TINY_TRAIN, tmp_path)
+    store = TrialStore(tmp_path / "runs" / "tiny_train")
+    _kill_once_a_trial_finished(args, tmp_path, store)
+    keys = ["00-base", "01-planned-repconv", "02-silu", "03-narrow"]
+    epochs = load_experiment(TINY_TRAIN).train["epochs"]
+    results = _resume_and_check(args, tmp_path, store, keys, epochs)
+    assert set(results["seed"]) == {0}  # one seed: train.seed, the keys as before repeats
+
+
+REPEATED = """description: two rows, two seeds each (tests)
+base: yolov7-tiny
+metrics: [params, AP]
+variants:
+  - label: base
+  - label: narrow
+    scale: {width: 0.5, mode: width}
+seeds: 2
+train:
+  data: synth:images=12,size=64
+  img_size: 64
+  epochs: 2
+  seed: 5
+  batch_size: 4
+  nominal_batch: 4
+  warmup_min_steps: 0
+  hyp: {warmup_epochs: 0}
+  eval_every: 1
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+
+
+def test_killed_sweep_with_repeats_resumes_every_seed_once(tmp_path):
+    path = tmp_path / "repeated.yaml"
+    path.write_text(REPEATED)
+    args = sweep_args(path, tmp_path)
+    store = TrialStore(tmp_path / "runs" / "repeated")
+    _kill_once_a_trial_finished(args, tmp_path, store)
+    keys = [f"{row}-seed{seed}" for row in ("00-base", "01-narrow") for seed in (5, 6)]
+    results = _resume_and_check(args, tmp_path, store, keys, epochs=2)
+    assert list(results["seed"]) == [5, 6, 5, 6] and list(results["label"][:2]) == ["base"] * 2
+    import yaml
+
+    train_yaml = store.trial_dir("00-base-seed6") / "train" / "train.yaml"
+    settings = yaml.safe_load(train_yaml.read_text())
+    assert settings["config"]["seed"] == 6  # each repeat trains with its own seed
 
 
 FAILING = """\

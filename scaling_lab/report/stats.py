@@ -1,0 +1,99 @@
+"""Repeat statistics of a sweep: mean, spread and 95% confidence intervals over seeds.
+
+A table of single runs cannot tell a real gain from seed noise; with ``seeds: N`` every design
+is trained N times and the report states each AP as mean ± sample std, and a difference
+between two designs with its 95% confidence interval: a paired t interval when both were
+trained with the same seeds (the seed fixes data order and initialisation, so pairing removes
+that shared noise), Welch's interval otherwise. A difference whose interval contains 0 is
+marked not significant. The t quantiles come from scipy; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+LEVEL = 0.95  # confidence level of every interval in the reports
+
+
+def _t(df: float) -> float:
+    """The two-sided ``LEVEL`` quantile of Student's t with ``df`` degrees of freedom."""
+    return float(scipy_stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def _clean(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray([float(v) for v in values], dtype=float)
+    return array[np.isfinite(array)]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample std (ddof=1) and 95% CI half-width of n repeats; NaN spread for n < 2."""
+
+    n: int
+    mean: float
+    std: float
+    ci95: float
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """The repeats' summary (non-finite values, e.g. a failed seed's, are left out)."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan)
+    if n == 1:
+        return Summary(1, float(x[0]), math.nan, math.nan)
+    std = float(np.std(x, ddof=1))
+    return Summary(n, float(x.mean()), std, _t(n - 1) * std / math.sqrt(n))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``new - old`` with its 95% CI half-width; ``test``: "paired", "welch" or "" (none)."""
+
+    delta: float
+    ci95: float
+    test: str
+    n_old: int
+    n_new: int
+
+    @property
+    def estimated(self) -> bool:
+        """Whether there is a noise estimate (both sides repeated)."""
+        return math.isfinite(self.ci95)
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0 (False without a noise estimate)."""
+        return self.estimated and abs(self.delta) > self.ci95
+
+
+def _finite_pairs(values: Mapping[int, float]) -> dict[int, float]:
+    return {s: float(v) for s, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
+def difference(old: Mapping[int, float], new: Mapping[int, float]) -> Difference:
+    """``new - old`` over seed -> value maps: paired when both hold the same seeds (>= 2),
+    Welch when they do not, no interval when a side has fewer than two values."""
+    old, new = _finite_pairs(old), _finite_pairs(new)
+    a, b = np.array(list(old.values())), np.array(list(new.values()))
+    if not len(a) or not len(b):
+        return Difference(math.nan, math.nan, "", len(a), len(b))
+    delta = float(b.mean() - a.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Difference(delta, math.nan, "", len(a), len(b))
+    if set(old) == set(new):
+        d = np.array([new[s] - old[s] for s in sorted(old)])
+        half = _t(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+        return Difference(float(d.mean()), half, "paired", len(a), len(b))
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Difference(delta, 0.0, "welch", len(a), len(b))
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return Difference(delta, _t(dof) * se, "welch", len(a), len(b))
