@@ -18,22 +18,15 @@ import contextlib
 import csv
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from reference_checkout import reference_commit
+
 
 def _commit(reference: Path) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(reference), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "a checkout without git history"
-    return f"commit {out.stdout.strip()}"
+    commit = reference_commit(reference)
+    return f"commit {commit}" if commit else "a checkout without git history"
 
 
 def count_configs(reference: Path) -> list[tuple[str, int]]:

@@ -24,12 +24,12 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from reference_checkout import reference_commit
 
 CONFIGS = (
     "yolov7-tiny",
@@ -111,16 +111,7 @@ def regenerate(recipe: Any) -> dict[str, np.ndarray]:
 
 
 def _commit(reference: Path) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(reference), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
+    return reference_commit(reference) or "unknown"
 
 
 def record(reference: Path, config: str, seed: int = SEED) -> dict[str, np.ndarray]:

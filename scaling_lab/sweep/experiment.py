@@ -652,10 +652,10 @@ def variant_graph(experiment: Experiment, variant: Variant, changes: Overrides |
 
 
 def _lowered(experiment: Experiment, graph, where: str, source: str, line: int | None) -> None:
-    from scaling_lab.models import get_layer_graph
+    from scaling_lab.models import get_layer_graph, model_ref
 
     try:
-        get_layer_graph(graph, deploy=experiment.form == "deploy")
+        get_layer_graph(model_ref(graph, form=experiment.form))
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}", source=source, line=line) from None
 

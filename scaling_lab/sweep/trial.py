@@ -240,8 +240,9 @@ class Trial:
 
     def _profile(self, graph) -> None:
         from scaling_lab.analyze.profile import profile
+        from scaling_lab.models import model_ref
 
-        counted = profile(graph, deploy=self.experiment.form == "deploy")
+        counted = profile(model_ref(graph, form=self.experiment.form))
         self.row.update(
             params=counted.params,
             params_m=round(counted.params_m, 4),
