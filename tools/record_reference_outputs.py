@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from reference_checkout import reference_commit
 
 CONFIGS = (
     "yolov7-tiny",
@@ -111,6 +110,10 @@ def regenerate(recipe: Any) -> dict[str, np.ndarray]:
 
 
 def _commit(reference: Path) -> str:
+    # imported here: the tests load this file as a module for its recipe, without tools/ on
+    # the path; recording runs it as a script, where tools/ is the script's own folder
+    from reference_checkout import reference_commit
+
     return reference_commit(reference) or "unknown"
 
 
