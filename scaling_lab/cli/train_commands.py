@@ -83,6 +83,12 @@ def _parse_hyp(items: list[str]) -> dict[str, float]:
     return hyp
 
 
+def _hyp_file(path: str | None) -> dict[str, float]:
+    from scaling_lab.data.hyp import read_hyp_file
+
+    return read_hyp_file(path) if path else {}
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of a fresh run (``lab train`` without ``--resume``)."""
     from scaling_lab.train.trainer import TrainConfig
@@ -102,7 +108,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         assign=args.assign,
         aux_head=not args.no_aux_head,
         tensorboard=not args.no_tensorboard,
-        hyp=_parse_hyp(args.hyp),
+        hyp={**_hyp_file(args.hyp_file), **_parse_hyp(args.hyp)},
+        recipe=args.recipe,
         **pick(
             args,
             "model",
@@ -198,10 +205,10 @@ def _add_train_parser(sub) -> None:
     tr.add_argument(
         "--assign",
         choices=("own_prior", "reference"),
-        default="own_prior",
+        default=None,
         help="label assignment: 'reference' = YOLOv7's ComputeLossOTA / ComputeLossAuxOTA "
         "(no explicit --aux-constraint bound); 'own_prior' = each target within its own "
-        "prior, one target per prediction (default: own_prior)",
+        "prior, one target per prediction (default: the --recipe's: reference / own_prior)",
     )
     tr.add_argument(
         "--aux-assigner",
@@ -258,6 +265,20 @@ def _add_train_parser(sub) -> None:
         help="also checkpoint every N steps",
     )
     tr.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    tr.add_argument(
+        "--recipe",
+        choices=("reference", "ours"),
+        default="reference",
+        help="'reference': the reference trainer's behaviour piece for piece (default); "
+        "'ours': our deliberate departures (data reshuffled every epoch, own_prior label "
+        "assignment; docs/recipe.md)",
+    )
+    tr.add_argument(
+        "--hyp-file",
+        metavar="YAML",
+        help="a hyper-parameter file in the reference's format (e.g. its "
+        "data/hyp.scratch.tiny.yaml): every key must be one of the recipe's; --hyp wins",
+    )
     add_switch(tr, "--deterministic", "deterministic kernels")
     add_switch(tr, "--no-tensorboard", "CSV logs only")
     tr.set_defaults(func=_cmd_train)

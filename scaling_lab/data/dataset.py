@@ -11,10 +11,12 @@ A batch is ``(images, targets, image_ids, shapes)``:
   such mapping and the tuple is ``(orig_h, orig_w, 1.0, 0.0, 0.0)``.
 
 Training samples (``augment=True``), as the reference recipe: with probability ``mosaic`` a
-4-image mosaic on a 2S canvas followed by a random affine (degrees, translate, scale, shear,
-perspective) down to S, and with probability ``mixup`` a blend with a second mosaic; otherwise
-a letterboxed image with the same random affine. Then HSV gains, up-down and left-right flips.
-Validation samples: letterbox only.
+mosaic (9 images with probability ``mosaic9``, else 4) on a 2S canvas, copy-paste within it
+(probability ``copy_paste`` per masked object), then a random affine (degrees, translate,
+scale, shear, perspective) down to S; with probability ``mixup`` a blend with a second mosaic
+(4 or 9 images alike). Otherwise a letterboxed image with the same random affine. Then HSV
+gains, paste-in (probability ``paste_in``: objects cut from other images' masks, ``paste.py``),
+up-down and left-right flips. Validation samples: letterbox only.
 
 Determinism: the sampler draws, per epoch, the order and one seed per sample from
 ``(seed, epoch)``; a sample is a pure function of its index and seed. So batches depend only on
@@ -35,9 +37,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from scaling_lab.data import transforms as tf
 from scaling_lab.data.errors import DataError
 from scaling_lab.data.hyp import default_hyp
+from scaling_lab.data.masks import decode, resize_mask
+from scaling_lab.data.paste import MIN_SAMPLES, copy_paste, object_samples, paste_in
 from scaling_lab.data.sources import DatasetInfo, ImageRecord
 
 Shape = tuple[int, int, float, float, float]
+MOSAIC9_SHARE = 0.2  # the reference's share of 9-image mosaics (hyp ``mosaic9`` overrides it)
 
 
 def read_image(path) -> np.ndarray:
@@ -80,6 +85,7 @@ class DetectionDataset(Dataset):
         self.seed = seed
         self.category_ids = category_ids
         self.names = names
+        self.has_masks = any(rec.segments for rec in records)  # paste-in / copy-paste need them
 
     def __len__(self) -> int:
         return len(self.records)
@@ -110,20 +116,62 @@ class DetectionDataset(Dataset):
             )
         return img, rec
 
-    def _load_resized(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _load_resized(self, index: int, masks: bool = False):
+        """The image resized to long side S, its boxes and classes, and (with ``masks``) each
+        object's mask at that size (None for an object without one)."""
         img, rec = self._load(index)
         img, r = tf.resize_long_side(img, self.img_size)
-        return img, rec.boxes.astype(np.float64) * r, rec.classes
+        object_masks: list = [None] * len(rec.boxes)
+        if masks and rec.segments:
+            object_masks = [
+                None
+                if seg is None
+                else resize_mask(decode(seg, rec.height, rec.width), img.shape[:2], r)
+                for seg in rec.segments
+            ]
+        return img, rec.boxes.astype(np.float64) * r, rec.classes, object_masks
 
-    def _mosaic(self, index: int, rng: np.random.Generator):
-        picks = [index, *rng.integers(0, len(self.records), 3).tolist()]
-        loaded = [self._load_resized(i) for i in picks]
-        canvas, boxes, owners = tf.mosaic4(
+    def _canvas(self, index: int, n: int, rng: np.random.Generator, masks: bool):
+        """A 4- or 9-image mosaic canvas (2S square) with its boxes, classes and (with
+        ``masks``) each object's canvas mask."""
+        picks = [index, *rng.integers(0, len(self.records), n - 1).tolist()]
+        loaded = [self._load_resized(i, masks) for i in picks]
+        compose = tf.mosaic9 if n == 9 else tf.mosaic4
+        canvas, boxes, owners, offsets = compose(
             [x[0] for x in loaded], [x[1] for x in loaded], self.img_size, rng
         )
         classes = np.concatenate([x[2] for x in loaded])[: len(owners)]
+        object_masks: list = [None] * len(owners)
+        if masks:
+            object_masks = [
+                _place(m, offsets[tile], canvas.shape[:2])
+                for tile, x in enumerate(loaded)
+                for m in x[3]
+            ]
+        return canvas, boxes, classes, object_masks
+
+    def _mosaic(self, index: int, rng: np.random.Generator):
+        n = 9 if rng.random() < self.hyp.get("mosaic9", MOSAIC9_SHARE) else 4
+        p_copy = self.hyp.get("copy_paste", 0.0)
+        use_masks = bool(p_copy) and self.has_masks
+        canvas, boxes, classes, masks = self._canvas(index, n, rng, use_masks)
+        if use_masks:
+            canvas, boxes, classes = copy_paste(canvas, boxes, classes, masks, p_copy, rng)
         img, boxes, keep = tf.random_affine(canvas, boxes, self.img_size, rng, self.hyp)
         return img, boxes, classes[keep]
+
+    def _paste_in(self, img, boxes, classes, rng: np.random.Generator):
+        """Paste objects cut from donor mosaics (4 images each, no affine, as the reference's
+        ``load_samples``) until ``MIN_SAMPLES`` are collected or a donor gives none."""
+        samples: list = []
+        while len(samples) < MIN_SAMPLES:
+            donor = int(rng.integers(0, len(self.records)))
+            canvas, d_boxes, d_classes, d_masks = self._canvas(donor, 4, rng, masks=True)
+            found = object_samples(canvas, d_boxes, d_classes, d_masks, rng)
+            if not found:
+                break
+            samples += found
+        return paste_in(img, boxes, classes, samples, rng)
 
     # -- one sample
 
@@ -150,6 +198,8 @@ class DetectionDataset(Dataset):
             img = tf.augment_hsv(
                 img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0)
             )
+            if rng.random() < hyp.get("paste_in", 0.0) and self.has_masks:
+                img, boxes, classes = self._paste_in(img, boxes, classes, rng)
             if rng.random() < hyp.get("flipud", 0.0):
                 img, boxes = tf.flip_ud(img, boxes)
             if rng.random() < hyp.get("fliplr", 0.0):
@@ -166,6 +216,19 @@ class DetectionDataset(Dataset):
             labels[:, 1:] = tf.xyxy_to_cxcywh_norm(boxes, size)
         image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         return image, torch.from_numpy(labels), rec.id, shape
+
+
+def _place(mask: np.ndarray | None, offset: tuple[int, int], shape: tuple[int, int]):
+    """A tile's object mask on the canvas (cut where the tile is); None stays None."""
+    if mask is None:
+        return None
+    out = np.zeros(shape, dtype=bool)
+    x0, y0 = offset
+    h, w = mask.shape
+    x1, y1, x2, y2 = max(x0, 0), max(y0, 0), min(x0 + w, shape[1]), min(y0 + h, shape[0])
+    if x2 > x1 and y2 > y1:
+        out[y1:y2, x1:x2] = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+    return out
 
 
 def collate(batch):

@@ -8,7 +8,11 @@ learning-rate fraction. The paper (§5.1 and appendix) trains every model from s
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from scaling_lab.data.errors import DataError
+from scaling_lab.limits import MAX_TEXT_BYTES
 
 # Shared by every size; each size below overrides a few of these.
 _COMMON: dict[str, float] = {
@@ -27,7 +31,7 @@ _COMMON: dict[str, float] = {
     "cls_pw": 1.0,
     "obj": 0.7,
     "obj_pw": 1.0,
-    "iou_t": 0.20,  # IoU training threshold (unused by the anchor-ratio assigner)
+    "iou_t": 0.20,  # read by nothing, in the reference too (only its evolve bounds name it)
     "anchor_t": 4.0,  # a target matches an anchor when both wh ratios are below this
     "fl_gamma": 0.0,  # focal-loss gamma; 0 = plain BCE
     "label_smoothing": 0.0,
@@ -38,20 +42,19 @@ _COMMON: dict[str, float] = {
     # geometric augmentation (random affine / perspective after the mosaic)
     "degrees": 0.0,  # rotation, +/- degrees
     "translate": 0.2,  # translation, +/- fraction of the image size
-    "scale": 0.9,  # scale gain, 1 +/- this
+    "scale": 0.9,  # scale gain from U(1 - scale, 1.1 + scale), as the reference draws it
     "shear": 0.0,  # shear, +/- degrees
     "perspective": 0.0,  # perspective, +/- fraction (0 to 0.001)
     "flipud": 0.0,  # probability of an up-down flip
     "fliplr": 0.5,  # probability of a left-right flip
     # sample composition
-    "mosaic": 1.0,  # probability of a 4-image mosaic
+    "mosaic": 1.0,  # probability of a mosaic
+    "mosaic9": 0.2,  # share of 9-image mosaics (hard-coded 0.2 in the reference; not in its files)
     "mixup": 0.15,  # probability of blending two mosaics
-    "copy_paste": 0.0,  # segment copy-paste (needs masks; not implemented here)
-    "paste_in": 0.15,  # object paste-in of the reference (not implemented by the data loader)
-    # label assignment: 1 = the paper's lead-guided OTA assigner (§4.2), 0 = plain YOLOv5-style
+    "copy_paste": 0.0,  # per masked object: mirror it left-right within the mosaic
+    "paste_in": 0.15,  # probability of pasting objects cut from other images (needs masks)
+    # label assignment: 1 = the OTA assigner (dynamic k), 0 = every prior candidate (YOLOv5-style)
     "loss_ota": 1,
-    # weight of the auxiliary heads' loss terms relative to the lead heads (P6 models)
-    "aux_weight": 0.25,
 }
 
 _SIZES: dict[str, dict[str, float]] = {
@@ -81,3 +84,34 @@ def default_hyp(model_size: str) -> dict:
             field="model_size",
         )
     return {**_COMMON, **_SIZES[key]}
+
+
+def read_hyp_file(path: str | Path) -> dict[str, float]:
+    """A hyper-parameter file in the reference's format (``data/hyp.scratch.*.yaml``: one
+    ``key: number`` per line) as overrides of the recipe; an unknown key or a value that is not
+    a finite number is an error naming the file and the key."""
+    import yaml
+
+    from scaling_lab.spec.yaml_lines import read_text_file
+
+    text = read_text_file(Path(path), "hyp file", max_bytes=MAX_TEXT_BYTES, error=DataError)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(f"not valid YAML: {str(exc).splitlines()[0]}", source=path) from None
+    if not isinstance(data, dict):
+        raise DataError("expected 'key: value' lines", source=path)
+    known = default_hyp("p5")
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise DataError(
+                f"unknown hyper-parameter '{key}' (known: {', '.join(known)})",
+                source=path,
+                field=str(key),
+            )
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise DataError(f"must be a finite number, got {value!r}", source=path, field=key)
+        out[key] = float(value)
+    return out

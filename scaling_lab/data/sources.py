@@ -9,7 +9,10 @@ one of two layouts::
            label lines: ``class cx cy w h``, normalized to the image; no .txt = no objects
 
 Both parse to ``ImageRecord``s: xyxy boxes in original-image pixels and contiguous class
-indexes ``0 .. nc-1`` (``DatasetInfo.category_ids[i]`` is class ``i``'s COCO category id).
+indexes ``0 .. nc-1`` (``DatasetInfo.category_ids[i]`` is class ``i``'s COCO category id), and
+each object's mask where the files give one: a COCO ``segmentation`` (polygons or RLE), or a
+YOLO polygon line ``class x1 y1 x2 y2 ...`` (normalized; its box is the points' extent). Masks
+feed the reference's paste-in and copy-paste (``paste.py``).
 For a YOLO layout, a COCO file for the val split is written to the cache so pycocotools can
 evaluate it (image ids 1..N in file-name order, category ids 1..nc).
 
@@ -32,6 +35,7 @@ import numpy as np
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.data.errors import DataError, IssueLog
+from scaling_lab.data.masks import polygon_from_normalized, segmentation_problem
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_ANNOTATION_BYTES, MAX_LABEL_BYTES
 from scaling_lab.spec.yaml_lines import check_yaml_size, read_text_file
@@ -61,6 +65,8 @@ class ImageRecord:
     height: int
     boxes: np.ndarray
     classes: np.ndarray
+    # per object: its segmentation (``masks.Segmentation``) or None; None: no masks at all
+    segments: list | None = None
 
 
 @dataclass
@@ -208,12 +214,12 @@ def parse_coco(
     _check_same_categories(cats, expect_categories, ann_file)
     images = _coco_images(data, ann_file)
     issues = IssueLog(ann_file)
-    boxes, classes, sizes = _coco_objects(data, images, cats, images_dir, issues, ann_file)
+    boxes, classes, segs, sizes = _coco_objects(data, images, cats, images_dir, issues, ann_file)
     records = []
     for iid, img in images.items():
         width, height = sizes[iid] if iid in sizes else _image_wh(img, images_dir)
         path = images_dir / img["file_name"]
-        records.append(_record(iid, path, width, height, boxes[iid], classes[iid]))
+        records.append(_record(iid, path, width, height, boxes[iid], classes[iid], segs[iid]))
     if check_files:
         _check_images_exist(records, ann_file)
     issues.emit()
@@ -274,12 +280,14 @@ def _coco_objects(
     images_dir: Path,
     issues: IssueLog,
     path: Path,
-) -> tuple[dict[int, list[np.ndarray]], dict[int, list[int]], dict[int, tuple[int, int]]]:
-    """Clipped xyxy boxes and class indexes per image id, and the sizes looked up for them
-    (an image is read only when its entry has no size and it has an object)."""
+) -> tuple[dict, dict, dict, dict[int, tuple[int, int]]]:
+    """Clipped xyxy boxes, class indexes and segmentations (or None) per image id, and the
+    sizes looked up for them (an image is read only when its entry has no size and it has an
+    object)."""
     cat_index = {cid: i for i, (cid, _) in enumerate(cats)}
     boxes: dict[int, list[np.ndarray]] = {iid: [] for iid in images}
     classes: dict[int, list[int]] = {iid: [] for iid in images}
+    segs: dict[int, list] = {iid: [] for iid in images}
     sizes: dict[int, tuple[int, int]] = {}
     for i, ann in enumerate(data["annotations"]):
         found = _coco_annotation(ann, i, images, cats, cat_index, path)
@@ -292,7 +300,19 @@ def _coco_objects(
         if box is not None:
             boxes[iid].append(box)
             classes[iid].append(cls)
-    return boxes, classes, sizes
+            segs[iid].append(_coco_segmentation(ann, where, path))
+    return boxes, classes, segs, sizes
+
+
+def _coco_segmentation(ann: dict, where: str, path: Path):
+    """The annotation's segmentation, checked; None when it has none (an empty list too)."""
+    seg = ann.get("segmentation")
+    if seg is None or seg == []:
+        return None
+    problem = segmentation_problem(seg)
+    if problem:
+        raise DataError(f"{where}: 'segmentation' {problem}", source=path)
+    return seg
 
 
 def _coco_annotation(
@@ -327,7 +347,7 @@ def _coco_annotation(
     return iid, cat_index[cid], tuple(float(v) for v in bbox), where
 
 
-def _record(iid, path, width, height, boxes, classes) -> ImageRecord:
+def _record(iid, path, width, height, boxes, classes, segments=None) -> ImageRecord:
     return ImageRecord(
         id=iid,
         path=Path(path),
@@ -335,6 +355,7 @@ def _record(iid, path, width, height, boxes, classes) -> ImageRecord:
         height=int(height),
         boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
         classes=np.array(classes, dtype=np.int64).reshape(-1),
+        segments=list(segments) if segments and any(s is not None for s in segments) else None,
     )
 
 
@@ -356,41 +377,54 @@ def parse_yolo(images_dir: str | Path, labels_dir: str | Path, nc: int) -> list[
         width, height = _image_size(path)
         label = labels_dir / path.relative_to(images_dir).with_suffix(".txt")
         issues = IssueLog(label)
-        boxes, classes = [], []
+        boxes, classes, segs = [], [], []
         if label.exists():
             text = read_text_file(label, "label file", max_bytes=MAX_LABEL_BYTES, error=DataError)
             for lineno, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
-                parts = line.split()
-                where = f"line {lineno}"
-                try:
-                    values = [float(v) for v in parts]
-                except ValueError:
-                    values = []
-                if len(parts) != 5 or len(values) != 5 or not all(map(math.isfinite, values)):
-                    raise DataError(
-                        f"expected 'class cx cy w h' (5 numbers), got {line.strip()!r}",
-                        source=label,
-                        line=lineno,
-                    )
-                cls = values[0]
-                if cls != int(cls) or not 0 <= cls < nc:
-                    raise DataError(
-                        f"class {parts[0]} is not an integer in 0..{nc - 1}",
-                        source=label,
-                        line=lineno,
-                    )
-                cx, cy, w, h = values[1:]
-                box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-                box *= [width, height, width, height]
-                box = _clean_box(box, width, height, issues, where)
+                cls, box, seg = _yolo_line(line, label, lineno, nc, width, height)
+                box = _clean_box(box, width, height, issues, f"line {lineno}")
                 if box is not None:
                     boxes.append(box)
-                    classes.append(int(cls))
+                    classes.append(cls)
+                    segs.append(seg)
         issues.emit()
-        records.append(_record(iid, path, width, height, boxes, classes))
+        records.append(_record(iid, path, width, height, boxes, classes, segs))
     return records
+
+
+def _yolo_line(
+    line: str, label: Path, lineno: int, nc: int, width: int, height: int
+) -> tuple[int, np.ndarray, list | None]:
+    """One label line: ``class cx cy w h`` or a polygon ``class x1 y1 x2 y2 x3 y3 ...`` (at
+    least 3 points, as the reference's segment labels), normalized. Returns the class, the
+    xyxy box in pixels (a polygon's extent) and the polygon in pixels (None for a box)."""
+    parts = line.split()
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    polygon = len(values) >= 7 and len(values) % 2 == 1
+    if (len(values) != 5 and not polygon) or not all(map(math.isfinite, values)):
+        raise DataError(
+            "expected 'class cx cy w h' (5 numbers) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
+            f"got {line.strip()[:80]!r}",
+            source=label,
+            line=lineno,
+        )
+    cls = values[0]
+    if cls != int(cls) or not 0 <= cls < nc:
+        raise DataError(
+            f"class {parts[0]} is not an integer in 0..{nc - 1}", source=label, line=lineno
+        )
+    if polygon:
+        seg = polygon_from_normalized(values[1:], width, height)
+        pts = np.asarray(seg[0]).reshape(-1, 2)
+        return int(cls), np.concatenate([pts.min(0), pts.max(0)]), seg
+    cx, cy, w, h = values[1:]
+    box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return int(cls), box * [width, height, width, height], None
 
 
 def records_to_coco(

@@ -18,6 +18,9 @@ drawn. Every drawn object is annotated with its **visible** box (the bounding bo
 visible pixels) and ``area`` = that box's area (COCO's small / medium / large ranges apply to
 it). Objects never extend past the image border.
 
+Each annotation's ``segmentation`` is the object's visible mask as COCO RLE (``iscrowd`` 0), so
+mask-based augmentations (the reference's paste-in and copy-paste) have masks to cut from.
+
 Images are ``size`` x ``size``, ``size`` x 0.75 ``size`` or 0.75 ``size`` x ``size`` (to exercise
 the letterbox), written as JPEG (quality 95). Image ``i`` depends only on ``(seed, i, size)``;
 the last ``round(images * val_fraction)`` images form the val split. Same arguments, same
@@ -38,7 +41,8 @@ from PIL import Image, ImageDraw
 from scaling_lab.data.errors import DataError
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_SYNTH_IMAGES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # v2: each annotation carries its visible mask (RLE ``segmentation``)
+IMAGE_STREAM = 1  # the pixels' random stream, unchanged since v1: v2 sets draw v1's images
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "star")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "circle": (225, 40, 40),  # red
@@ -189,7 +193,15 @@ def render_image(
     index: int, size: int, seed: int
 ) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     """Image ``index`` of the set: uint8 (H, W, 3) and [(class index, [x, y, w, h])]."""
-    rng = np.random.default_rng([seed, index, size, GENERATOR_VERSION])
+    img, objects, _ = render_image_masks(index, size, seed)
+    return img, objects
+
+
+def render_image_masks(
+    index: int, size: int, seed: int
+) -> tuple[np.ndarray, list[tuple[int, list[float]]], list[np.ndarray]]:
+    """``render_image`` plus each object's visible pixels as a boolean (H, W) mask."""
+    rng = np.random.default_rng([seed, index, size, IMAGE_STREAM])
     w, h = _image_wh(size, rng)
     img = _background((w, h), rng)
     owner = np.full((h, w), -1, dtype=np.int64)
@@ -231,12 +243,22 @@ def render_image(
         kinds.append(cls)
         n_large += bucket == 2
     img += rng.normal(0, rng.uniform(3, 10), img.shape)
-    objects = []
+    objects, masks = [], []
     for j, cls in enumerate(kinds):
-        ys, xs = np.nonzero(owner == j)
+        visible = owner == j
+        ys, xs = np.nonzero(visible)
         x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         objects.append((cls, [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]))
-    return img.clip(0, 255).round().astype(np.uint8), objects
+        masks.append(visible)
+    return img.clip(0, 255).round().astype(np.uint8), objects, masks
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """A boolean (H, W) mask as COCO compressed RLE (``counts`` a str, JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 # --------------------------------------------------------------------------- the set
@@ -288,7 +310,7 @@ def make_synth(
     ann_id = 0
     for i in range(images):
         split = "val" if i >= images - n_val else "train"
-        img, objects = render_image(i, size, seed)
+        img, objects, masks = render_image_masks(i, size, seed)
         folder = out / "images" / split
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{i + 1:06d}.jpg"
@@ -297,7 +319,7 @@ def make_synth(
         coco["images"].append(
             {"id": i + 1, "file_name": name, "width": img.shape[1], "height": img.shape[0]}
         )
-        for cls, bbox in objects:
+        for (cls, bbox), mask in zip(objects, masks):
             ann_id += 1
             coco["annotations"].append(
                 {
@@ -306,6 +328,7 @@ def make_synth(
                     "category_id": cls + 1,
                     "bbox": bbox,
                     "area": bbox[2] * bbox[3],
+                    "segmentation": mask_to_rle(mask),
                     "iscrowd": 0,
                 }
             )

@@ -1,4 +1,5 @@
-"""Image and box transforms: letterbox, mosaic, random affine/perspective, HSV, flips, mixup.
+"""Image and box transforms: letterbox, 4- and 9-image mosaics, random affine/perspective, HSV,
+flips, mixup.
 
 Images are ``uint8`` arrays (H, W, 3), RGB. Boxes are ``float32`` arrays (n, 4) of x1, y1, x2, y2
 in continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``), so a box drawn over columns
@@ -17,6 +18,9 @@ import numpy as np
 from PIL import Image
 
 PAD_VALUE = 114  # grey of the padding and the affine border (the reference's value)
+# The reference draws the affine scale gain from U(1 - scale, 1.1 + scale): a slight bias to
+# zooming in, present even with ``scale`` 0.
+SCALE_UP = 0.1
 
 
 def resize_long_side(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -78,33 +82,79 @@ def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
 
 def mosaic4(
     images: list[np.ndarray], boxes: list[np.ndarray], size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Four images (each already resized to long side ``size``) around a random centre of a
     ``2 size x 2 size`` canvas: top-left, top-right, bottom-left, bottom-right.
 
-    Returns the canvas, the boxes (clipped to the canvas) and the index of the source image of
-    each box. Each image touches the centre; what falls outside the canvas is cut off.
+    Returns the canvas, the boxes (clipped to the canvas), the index of the source image of
+    each box and each image's offset (x, y) on the canvas (a pixel ``p`` of image ``i`` lands
+    at ``p + offset[i]``). Each image touches the centre; what falls outside is cut off.
     """
-    s2 = 2 * size
     xc, yc = (int(v) for v in rng.uniform(0.5 * size, 1.5 * size, size=2))
-    canvas = np.full((s2, s2, 3), PAD_VALUE, dtype=np.uint8)
+    offsets = []
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        # the image's corner at the centre, extending away from it
+        offsets.append((xc - w if i in (0, 2) else xc, yc - h if i in (0, 1) else yc))
+    return _compose(images, boxes, offsets, (2 * size, 2 * size))
+
+
+def mosaic9(
+    images: list[np.ndarray], boxes: list[np.ndarray], size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Nine images (each resized to long side ``size``) tiled on a ``3 size`` square, cut to
+    a random ``2 size`` window: the first at (size, size), the others around it clockwise from
+    the top (top, top-right, right, bottom-right, bottom, bottom-left, left, top-left), each
+    aligned to its neighbour's edge, later tiles drawn over earlier ones (the reference's
+    layout; boxes hidden by an overlap are kept, as there). Returns as ``mosaic4``.
+    """
+    s = size
+    sizes = [img.shape[:2] for img in images]  # (h, w)
+    h0, w0 = sizes[0]
+    offsets: list[tuple[int, int]] = []
+    for i, (h, w) in enumerate(sizes):
+        hp, wp = sizes[i - 1] if i else (h, w)  # the previous tile's size
+        offsets.append(
+            [
+                (s, s),
+                (s, s - h),
+                (s + wp, s - h),
+                (s + w0, s),
+                (s + w0, s + hp),
+                (s + w0 - w, s + h0),
+                (s + w0 - wp - w, s + h0),
+                (s - w, s + h0 - h),
+                (s - w, s + h0 - hp - h),
+            ][i]
+        )
+    xc, yc = (int(v) for v in rng.uniform(0, s, size=2))  # the window's corner
+    shifted = [(x - xc, y - yc) for x, y in offsets]
+    return _compose(images, boxes, shifted, (2 * s, 2 * s))
+
+
+def _compose(
+    images: list[np.ndarray],
+    boxes: list[np.ndarray],
+    offsets: list[tuple[int, int]],
+    canvas_wh: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Paste each image at its offset on a grey canvas (in order, later over earlier; what
+    falls outside is cut off); shift its boxes likewise and clip them to the canvas."""
+    cw, ch = canvas_wh
+    canvas = np.full((ch, cw, 3), PAD_VALUE, dtype=np.uint8)
     out_boxes, owners = [], []
     for i, (img, b) in enumerate(zip(images, boxes)):
         h, w = img.shape[:2]
-        # the image's placement: its corner at the centre, extending away from it
-        x0 = xc - w if i in (0, 2) else xc
-        y0 = yc - h if i in (0, 1) else yc
-        # the visible part, in canvas and in image coordinates
-        cx1, cy1 = max(x0, 0), max(y0, 0)
-        cx2, cy2 = min(x0 + w, s2), min(y0 + h, s2)
-        canvas[cy1:cy2, cx1:cx2] = img[cy1 - y0 : cy2 - y0, cx1 - x0 : cx2 - x0]
+        x0, y0 = offsets[i]
+        cx1, cy1, cx2, cy2 = max(x0, 0), max(y0, 0), min(x0 + w, cw), min(y0 + h, ch)
+        if cx2 > cx1 and cy2 > cy1:
+            canvas[cy1:cy2, cx1:cx2] = img[cy1 - y0 : cy2 - y0, cx1 - x0 : cx2 - x0]
         if len(b):
-            shifted = np.asarray(b, dtype=np.float64) + np.array([x0, y0, x0, y0])
-            out_boxes.append(shifted)
+            out_boxes.append(np.asarray(b, dtype=np.float64) + np.array([x0, y0, x0, y0]))
             owners.append(np.full(len(b), i))
     all_boxes = np.concatenate(out_boxes) if out_boxes else np.zeros((0, 4))
     all_owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
-    return canvas, clip_boxes(all_boxes, s2, s2), all_owners
+    return canvas, clip_boxes(all_boxes, cw, ch), all_owners, list(offsets)
 
 
 def affine_matrix(
@@ -120,7 +170,8 @@ def affine_matrix(
 ) -> tuple[np.ndarray, float]:
     """A random 3x3 matrix taking input (w, h) pixels to output pixels: centre the input,
     perspective, rotate + scale, shear, then move the centre to the output's centre
-    +/- ``translate``. Returns the matrix and the scale gain."""
+    +/- ``translate``. The scale gain is drawn from U(1 - scale, 1 + SCALE_UP + scale), as the
+    reference does. Returns the matrix and the scale gain."""
     in_w, in_h = in_size
     out_w, out_h = out_size
     centre = np.eye(3)
@@ -128,7 +179,7 @@ def affine_matrix(
     persp = np.eye(3)
     persp[2, 0], persp[2, 1] = rng.uniform(-perspective, perspective, size=2)
     angle = math.radians(rng.uniform(-degrees, degrees))
-    gain = rng.uniform(1 - scale, 1 + scale)
+    gain = rng.uniform(1 - scale, 1 + SCALE_UP + scale)
     rot = np.eye(3)
     rot[:2, :2] = gain * np.array(
         [[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]]

@@ -118,6 +118,9 @@ class AssignRule:
 
     neighbours: int  # 3: centre cell + its 2 nearest neighbours; 5: centre cell + all 4
     topk_iou: int  # dynamic k from the sum of this many best IoUs
+    # False: every candidate of the prior is positive, no cost-based selection (the
+    # reference's ``loss_ota: 0``, its YOLOv5-style ``ComputeLoss``)
+    dynamic: bool = True
 
     def __post_init__(self) -> None:
         if self.neighbours not in (3, 5):
@@ -326,8 +329,9 @@ def assign(
     ious[t, slot] = iou
     costs = torch.full(cand.valid.shape, float("inf"), device=device)
     costs[t, slot] = cost
-    chosen = lowest_k(costs, dynamic_k(ious, rule.topk_iou))[t, slot]
-    t, level, anchor, gj, gi, cost = (x[chosen] for x in (t, level, anchor, gj, gi, cost))
+    if rule.dynamic:
+        chosen = lowest_k(costs, dynamic_k(ious, rule.topk_iou))[t, slot]
+        t, level, anchor, gj, gi, cost = (x[chosen] for x in (t, level, anchor, gj, gi, cost))
     key = prediction_keys(image[t], level, anchor, gj, gi, maps)
     keep = first_per_key(key, cost)
     return Assignment(t, image[t], level, anchor, gj, gi, key).select(keep)
@@ -372,6 +376,34 @@ def reference_candidates(
         gi, gj = cell[:, 0].clamp(0, w - 1), cell[:, 1].clamp(0, h - 1)
         out.append((t, torch.full_like(t, level), a, gj, gi))
     return tuple(torch.cat(parts) for parts in zip(*out))  # type: ignore[return-value]
+
+
+def assign_reference_candidates(
+    maps: list[Tensor],
+    targets: Tensor,
+    strides: Tensor,
+    anchors: Tensor,
+    anchor_t: float,
+    rule: AssignRule,
+) -> Assignment:
+    """Positives of the reference's YOLOv5-style ``ComputeLoss`` (``loss_ota: 0``): every
+    candidate of the centre prior, repeats kept. ``targets`` (T, 6) normalized."""
+    device = maps[0].device
+    targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
+    n_images = maps[0].shape[0]
+    inside = ((targets[:, 0] >= 0) & (targets[:, 0] < n_images)).nonzero()[:, 0]
+    if inside.numel() == 0:
+        return Assignment.empty(device)
+    anchors_grid = anchors.to(device).float() / strides.to(device).float()[:, None, None]
+    grids = [(m.shape[2], m.shape[3]) for m in maps]
+    g = 0.5 if rule.neighbours == 3 else 1.0
+    t, level, anchor, gj, gi = reference_candidates(
+        targets[inside], grids, anchors_grid, anchor_t, g
+    )
+    t = inside[t]
+    image = targets[t, 0].long()
+    key = prediction_keys(image, level, anchor, gj, gi, maps)
+    return Assignment(t, image, level, anchor, gj, gi, key)
 
 
 def _xyxy(xywh: Tensor) -> Tensor:

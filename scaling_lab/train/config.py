@@ -16,6 +16,7 @@ from scaling_lab.data.hyp import default_hyp
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC, MAX_WORKERS
 from scaling_lab.schema import FieldError, describe, type_ok
+from scaling_lab.train.recipe import RECIPES
 
 AuxAssigner = Literal["independent", "lead_guided", "coarse_to_fine"]
 AUX_ASSIGNERS = get_args(AuxAssigner)
@@ -39,8 +40,9 @@ class TrainConfig:
     aux_constraint: bool = True
     aux_weight: float = 0.25
     aux_head: bool = True  # False: train without the auxiliary head (dropped from the graph)
-    # label assignment: the reference's rule, or each target within its own prior (loss.py)
-    assign: Literal["own_prior", "reference"] = "own_prior"
+    # label assignment: the reference's rule, or each target within its own prior (loss.py);
+    # None: the recipe's (``recipe.default_assign``)
+    assign: Literal["own_prior", "reference"] | None = None
     device: str | None = None  # default: cuda if available
     seed: int = 0
     workers: int = 0
@@ -51,6 +53,9 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     hyp: dict[str, Any] = field(default_factory=dict)  # overrides of default_hyp(model size)
+    # "reference": the reference trainer's behaviour; "ours": our deliberate departures
+    # (scaling_lab.train.recipe.OURS_DIFFERS)
+    recipe: Literal["reference", "ours"] = "reference"
     eval_every: int = 1  # evaluate every K epochs (0: last epoch only); always the last one
     eval_fused: bool = False  # also evaluate reparameterize(EMA)
     save_every: int = 0  # mid-epoch checkpoint every N steps (0: epoch ends only)
@@ -67,6 +72,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if not type_ok(value, hints[f.name]):
                 raise FieldError(f.name, f"must be {describe(hints[f.name])}, got {value!r}")
+        if self.recipe not in RECIPES:
+            raise FieldError("recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.aux_assigner not in AUX_ASSIGNERS:
             raise FieldError(
                 "aux_assigner",
@@ -121,6 +128,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        if "recipe" not in data:  # written before the switch existed: those runs reshuffled
+            data = {**data, "recipe": "ours", "assign": data.get("assign", "own_prior")}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -96,6 +96,7 @@ from scaling_lab.train.assign import (
     AssignRule,
     assign,
     assign_reference,
+    assign_reference_candidates,
     union,
 )
 from scaling_lab.train.box_ops import box_ciou
@@ -175,8 +176,11 @@ class YoloV7Loss:
         self.aux_weight = float(aux_weight)
         self.assign = assign
         self.fine_topk = fine_topk
-        self.fine = AssignRule(FINE.neighbours, FINE.topk_iou if fine_topk is None else fine_topk)
-        self.coarse = AssignRule(COARSE.neighbours, coarse_topk)
+        # the reference's loss_ota: 1 = dynamic (OTA) label assignment, 0 = every prior candidate
+        self.dynamic = bool(hyp.get("loss_ota", 1))
+        fine_k = FINE.topk_iou if fine_topk is None else fine_topk
+        self.fine = AssignRule(FINE.neighbours, fine_k, self.dynamic)
+        self.coarse = AssignRule(COARSE.neighbours, coarse_topk, self.dynamic)
         self.anchor_t = float(hyp["anchor_t"])
         self.gamma = float(hyp.get("fl_gamma", 0.0))
         eps = float(hyp.get("label_smoothing", 0.0))
@@ -291,11 +295,15 @@ class YoloV7Loss:
         topk = REFERENCE_AUX_TOPK if trains_aux else FINE.topk_iou
         if self.fine_topk is not None:
             topk = self.fine_topk
-        fine = AssignRule(FINE.neighbours, topk)
+        fine = AssignRule(FINE.neighbours, topk, self.dynamic)
         img_hw = (int(images.shape[-2]), int(images.shape[-1]))
         targets = targets.to(device=lead[0].device, dtype=torch.float32).reshape(-1, 6)
 
         def run(maps: list[Tensor], rule: AssignRule) -> Assignment:
+            if not rule.dynamic:
+                return assign_reference_candidates(
+                    maps, targets, strides, anchors, self.anchor_t, rule
+                )
             return assign_reference(maps, targets, img_hw, strides, anchors, self.anchor_t, rule)
 
         labels = {"lead": run(lead, fine)}

@@ -65,6 +65,7 @@ from scaling_lab.train.config import (
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
 from scaling_lab.train.optim import Schedule, build_sgd
+from scaling_lab.train.recipe import default_assign, shuffles_training_order
 from scaling_lab.train.run_log import RunLog, plot_losses
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
 LOSS_KEYS = ("box", "obj", "cls", "total")
 MAX_NONFINITE_AMP = 10  # consecutive non-finite losses tolerated under AMP
+LATER_HYP_KEYS = ("mosaic9",)  # recipe keys added after checkpoints were first written
 
 
 class Trainer:
@@ -150,7 +152,7 @@ class Trainer:
             aux_assigner=cfg.aux_assigner,
             aux_constraint=cfg.aux_constraint,
             aux_weight=cfg.aux_weight,
-            assign=cfg.assign,
+            assign=cfg.assign or default_assign(cfg.recipe),
         )
         self.optimizer = build_sgd(
             self.model, self.hyp, batch_size=cfg.batch_size, nominal_batch=cfg.nominal_batch
@@ -190,7 +192,11 @@ class Trainer:
             self._write_run_files()
 
     def _check_stored_hyp(self, recipe: dict[str, Any]) -> None:
-        """A checkpoint's recipe is complete and numeric (the loss reads every gain)."""
+        """A checkpoint's recipe is numeric (the loss reads every gain); a key the recipe
+        gained after the checkpoint was written (``mosaic9``) takes the recipe's value."""
+        for key in LATER_HYP_KEYS:
+            if key in recipe:
+                self.hyp.setdefault(key, recipe[key])
         for key in recipe:
             value = self.hyp.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -235,7 +241,7 @@ class Trainer:
             hyp=self.hyp,
             workers=cfg.workers,
             seed=cfg.seed,
-            shuffle=True,
+            shuffle=shuffles_training_order(cfg.recipe, distributed=self.dist.enabled),
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )

@@ -1,5 +1,6 @@
 """Bad input to `lab`, as a user types it: one line on stderr, exit status 2, no traceback."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,30 @@ def test_missing_checkpoint_is_refused(command, tmp_path, capsys):
         argv = ["train", "--resume", str(missing)]
     assert main(argv) == 2
     assert capsys.readouterr().err == f"lab {command}: error: {missing}: no checkpoint here\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--recipe", "mine"], "argument --recipe: invalid choice: 'mine'"),
+        (["--hyp-file", "HYP"], "HYP: field 'anchors': unknown hyper-parameter 'anchors'"),
+        (["--hyp-file", "MISSING"], "MISSING: cannot read hyp file"),
+    ],
+)
+def test_bad_recipe_flags_are_one_line(tmp_path, capsys, flags, message):
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("lr0: 0.01\nanchors: 3\n")
+    flags = [
+        str(hyp) if f == "HYP" else str(tmp_path / "none.yaml") if f == "MISSING" else f
+        for f in flags
+    ]
+    message = message.replace("HYP", str(hyp)).replace("MISSING", str(tmp_path / "none.yaml"))
+    argv = ["train", "--model", "yolov7-tiny", "--data", "synth", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) if flags[0] == "--recipe" else _no_exit():
+        assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") <= 2 and "Traceback" not in err
+
+
+def _no_exit():
+    return contextlib.nullcontext()

@@ -208,7 +208,7 @@ def test_synth_is_made_once_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALING_LAB_CACHE", str(tmp_path / "env-cache"))
     info = resolve_data("synth:images=4,size=96,seed=2")
     assert info.root.parent == tmp_path / "env-cache"
-    assert info.root.name == "synth-v1-n4-s96-seed2-val0.2"
+    assert info.root.name == "synth-v2-n4-s96-seed2-val0.2"
     assert info.nc == 6 and info.format == "coco" and info.category_ids == [1, 2, 3, 4, 5, 6]
 
     def fail(*args, **kwargs):
@@ -226,3 +226,71 @@ def test_bad_synth_parameters():
         resolve_data("synth:colour=red")
     with pytest.raises(DataError, match="bad value for 'images'"):
         resolve_data("synth:images=many")
+
+
+# --------------------------------------------------------------------------- object masks
+
+
+def _with_segmentations(root, segs):
+    """SQUARES as COCO val with the given segmentation per annotation (None: key left out)."""
+    path = write_coco(root)
+    coco = json.loads(path.read_text())
+    for ann, seg in zip(coco["annotations"], segs):
+        if seg is not None:
+            ann["segmentation"] = seg
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_coco_polygons_and_rle_decode_to_the_objects_masks(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from scaling_lab.data.masks import decode
+
+    square = np.zeros((120, 200), dtype=np.uint8, order="F")
+    square[50:95, 130:170] = 1  # SQUARES a.png's second box
+    rle = mask_utils.encode(np.asfortranarray(square))
+    rle = {"size": [120, 200], "counts": rle["counts"].decode()}
+    polygon = [[40, 30, 90, 30, 90, 70, 40, 70]]  # its first box
+    path = _with_segmentations(tmp_path, [polygon, rle, None, None, None, None])
+    records, _ = parse_coco(path, tmp_path / "images" / "val")
+    first = records[0]
+    assert first.segments is not None and len(first.segments) == len(first.boxes) == 2
+    m0 = decode(first.segments[0], first.height, first.width)
+    ys, xs = np.nonzero(m0)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (40, 30, 90, 70)
+    assert np.array_equal(decode(first.segments[1], 120, 200), square.astype(bool))
+    assert records[1].segments is None  # no masks in that image
+
+
+@pytest.mark.parametrize(
+    ("seg", "message"),
+    [
+        ([[1, 2, 3, 4]], "at least 3 x, y pairs"),
+        ([[1, 2, 3, 4, 5]], "at least 3 x, y pairs"),
+        ({"counts": "abc"}, r"RLE 'size' must be \[height, width\]"),
+        ("polygon", "a list of polygons or an RLE dict"),
+        ([[1, 2, 3, 4, 5, "x"]], "finite numbers"),
+    ],
+)
+def test_malformed_segmentation_names_the_annotation(tmp_path, seg, message):
+    path = _with_segmentations(tmp_path, [None, seg])
+    with pytest.raises(DataError, match=rf"instances_val\.json: annotation 2: 'segmentation' .*{message}"):
+        parse_coco(path, tmp_path / "images" / "val")
+
+
+def test_yolo_polygon_lines_give_the_extent_as_box_and_keep_the_polygon(tmp_path):
+    root = write_yolo(tmp_path / "yolo")
+    # a.png is 200 x 120: a triangle (normalized) and a plain box line
+    (root / "labels" / "val" / "a.txt").write_text(
+        "1 0.2 0.25 0.45 0.25 0.3 0.75\n0 0.5 0.5 0.2 0.2\n"
+    )
+    info = resolve_data(root, cache_dir=tmp_path)
+    rec = next(r for r in info.records("val") if r.path.name == "a.png")
+    np.testing.assert_allclose(rec.boxes[0], [40, 30, 90, 90], atol=1e-4)
+    assert rec.classes.tolist() == [1, 0]
+    np.testing.assert_allclose(rec.segments[0][0], [40, 30, 90, 30, 60, 90], atol=1e-6)
+    assert rec.segments[1] is None
+    (root / "labels" / "val" / "a.txt").write_text("1 0.2 0.25 0.45 0.25 0.3\n")
+    with pytest.raises(DataError, match=r"a\.txt:1: expected .*or a polygon"):
+        resolve_data(root, cache_dir=tmp_path / "other")

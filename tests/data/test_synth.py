@@ -120,7 +120,7 @@ def test_default_hyp_per_size():
         "fliplr",
         "mosaic",
         "loss_ota",
-        "aux_weight",
+        "mosaic9",
     ]
     assert set(keys) <= set(tiny) and set(tiny) == set(p5)
     tiny["lr0"] = 1.0

@@ -188,12 +188,18 @@ def test_selected_from_the_cli_and_the_config():
     from scaling_lab.cli.app import make_parser
     from scaling_lab.cli.train_commands import _train_config
     from scaling_lab.train.config import TrainConfig
+    from scaling_lab.train.recipe import default_assign
 
     argv = ["train", "--model", "yolov7-tiny", "--data", "synth", "--out", "runs/x"]
     parser = make_parser()
     assert _train_config(parser.parse_args([*argv, "--assign", "reference"])).assign == "reference"
-    assert _train_config(parser.parse_args(argv)).assign == "own_prior"
-    # an old checkpoint's config (no such key) resumes with the rule it was trained with
-    assert TrainConfig.from_dict({"model": "m", "data": "synth"}).assign == "own_prior"
+    # unnamed: the recipe's rule (the reference's under the default recipe)
+    cfg = _train_config(parser.parse_args(argv))
+    assert cfg.assign is None and default_assign(cfg.recipe) == "reference"
+    ours = _train_config(parser.parse_args([*argv, "--recipe", "ours"]))
+    assert ours.assign is None and default_assign(ours.recipe) == "own_prior"
+    # an old checkpoint's config (no such keys) resumes with the rule and order it had
+    old = TrainConfig.from_dict({"model": "m", "data": "synth"})
+    assert old.assign == "own_prior" and old.recipe == "ours"
     with pytest.raises(ValueError, match="own_prior"):
         TrainConfig(model="m", data="synth", assign="nope")
