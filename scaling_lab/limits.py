@@ -13,6 +13,7 @@ from __future__ import annotations
 MAX_TEXT_BYTES = 4 << 20  # a spec, layer-list config, experiment, search space or data.yaml
 MAX_ANNOTATION_BYTES = 1 << 30  # a COCO annotation file (COCO train2017's is 448 MB)
 MAX_LABEL_BYTES = 1 << 20  # one YOLO-txt label file
+MAX_TABLE_BYTES = 64 << 20  # a latency table (JSON; the zoo's YOLOv7 family takes ~0.3 MB)
 
 # --- YAML -----------------------------------------------------------------------------------
 MAX_YAML_DEPTH = 32  # nested mappings / lists

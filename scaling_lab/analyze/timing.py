@@ -389,9 +389,10 @@ def num_threads(threads: int | None) -> Iterator[int]:
 
 
 @contextmanager
-def _gc_off() -> Iterator[None]:
+def _gc_off(collect: bool = True) -> Iterator[None]:
     enabled = gc.isenabled()
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.disable()
     try:
         yield
@@ -403,21 +404,32 @@ def _gc_off() -> Iterator[None]:
 # --- timing -----------------------------------------------------------------------------
 
 
-def time_calls(fn: Callable[[], Any], iters: int, device: str = "cpu") -> list[float]:
+def time_calls(
+    fn: Callable[[], Any],
+    iters: int,
+    device: str = "cpu",
+    before: Callable[[], Any] | None = None,
+    collect: bool = True,
+) -> list[float]:
     """Milliseconds of ``iters`` calls of ``fn``, each synchronized on its own.
 
     CPU: ``perf_counter_ns`` around the call. CUDA: events recorded before and after the call
     on the current stream, then a synchronize; the sample is the events' elapsed time.
+    ``before`` runs untimed ahead of every call (a latency table evicts the caches there).
+    The garbage collector runs first (unless ``collect`` is false: a caller timing many short
+    runs collects once itself) and is off during the calls.
     """
     import torch
 
     samples: list[float] = []
-    with _gc_off():
+    with _gc_off(collect):
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             for _ in range(iters):
+                if before is not None:
+                    before()
                 start.record()
                 fn()
                 end.record()
@@ -425,6 +437,8 @@ def time_calls(fn: Callable[[], Any], iters: int, device: str = "cpu") -> list[f
                 samples.append(start.elapsed_time(end))
         else:
             for _ in range(iters):
+                if before is not None:
+                    before()
                 t0 = time.perf_counter_ns()
                 fn()
                 samples.append((time.perf_counter_ns() - t0) / 1e6)

@@ -16,6 +16,11 @@ from scaling_lab.cli.args import (
     model_from_args,
     training_graph_from_args,
 )
+from scaling_lab.cli.latency_commands import (
+    add_prediction,
+    format_prediction,
+    predict_from_args,
+)
 from scaling_lab.spec.errors import SpecError
 
 
@@ -67,7 +72,7 @@ FORM_TEXT = {
 }
 
 
-def _print_profile(result, per_node: bool) -> None:
+def _print_profile(result, per_node: bool, pred_ms: dict[str, float] | None = None) -> None:
     print(f"{result.model}: img {result.img_size}, nc {result.nc}, form {FORM_TEXT[result.form]}")
     print(
         f"  params {result.params_m:.3f}M   GMACs {result.gmacs:.2f}   "
@@ -77,12 +82,16 @@ def _print_profile(result, per_node: bool) -> None:
         return
     extra = result.counter != "analytic"
     print(
-        f"\n  {'node':<16}{'params':>12}{'GMACs':>10}" + (f"{result.counter:>10}" if extra else "")
+        f"\n  {'node':<16}{'params':>12}{'GMACs':>10}"
+        + (f"{result.counter:>10}" if extra else "")
+        + (f"{'pred ms':>10}" if pred_ms is not None else "")
     )
     for n in result.per_node:
         line = f"  {n.node:<16}{n.params:>12,}{n.macs / 1e9:>10.3f}"
         if extra:
             line += f"{(n.counter_macs or 0) / 1e9:>10.3f}"
+        if pred_ms is not None:  # nodes the deploy graph drops (auxiliary heads) have none
+            line += f"{pred_ms[n.node]:>10.3f}" if n.node in pred_ms else f"{'-':>10}"
         print(line)
 
 
@@ -113,14 +122,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise SpecError("give a zoo model name or a spec path (or --zoo)", field="MODEL")
     ref = model_from_args(args)
     result = profile(ref, counter=args.counter)
+    predicted = predict_from_args(args, ref) if args.latency_table else None
     timing = bench_from_args(args, ref.source) if args.latency else None
     if args.json:
         data = result.to_dict(per_node=args.per_node)
+        if predicted is not None:
+            add_prediction(data, *predicted)
         if timing is not None:
             data.update(_latency_fields(timing))
         print(json.dumps(data))
     else:
-        _print_profile(result, args.per_node)
+        pred_ms = predicted[0].per_node if predicted is not None else None
+        _print_profile(result, args.per_node, pred_ms)
+        if predicted is not None:
+            print(format_prediction(*predicted))
         if timing is not None:
             print(timing.format())
     return 0
@@ -186,6 +201,12 @@ def _add_profile(sub) -> None:
         prof,
         "--latency",
         "also time the fused deploy model (adds latency_ms, fps, protocol; flags below)",
+    )
+    prof.add_argument(
+        "--latency-table",
+        metavar="TABLE.json",
+        help="predict the deploy model's latency from a table (adds latency_pred_ms; no "
+        "module is built; --device/--dtype/--batch/--threads, if given, must match it)",
     )
     add_bench_args(prof)
     prof.set_defaults(func=_cmd_profile)

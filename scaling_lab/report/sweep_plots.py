@@ -35,6 +35,7 @@ AXIS_NAMES = {
     "gflops": "FLOPs (G)",
     "gmacs": "MACs (G)",
     "latency_ms": "latency (ms)",
+    "latency_pred_ms": "predicted latency (ms)",
     "fps": "FPS",
     "peak_memory_mb": "peak memory (MB)",
 }

@@ -33,6 +33,7 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("img_size", "Size", None),
     ("fps", "FPS", "rel"),
     ("latency_ms", "Latency (ms)", "rel"),
+    ("latency_pred_ms", "Latency, predicted (ms)", "rel"),
     ("AP", "AP", "ap"),
     ("AP50", "AP50", "ap"),
     ("AP75", "AP75", "ap"),
@@ -42,8 +43,10 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 )
 PAPER_KEYS = {"params_m", "gflops", "img_size", "fps", *AP_KEYS}
 NUMERIC_INPUTS = ("order", "params", "params_m", "gmacs", "gflops", "img_size", "latency_ms")
+NUMERIC_INPUTS += ("latency_pred_ms",)
 NUMERIC_INPUTS += ("fps", "peak_memory_mb", "epochs_done", "wall_s", "seed", *AP_KEYS)
 MEANS = ("params", "params_m", "gmacs", "gflops", "latency_ms", "fps", "peak_memory_mb")
+MEANS += ("latency_pred_ms",)
 MEANS += ("epochs_done", "wall_s")  # averaged over a row's seeds (AP_KEYS: with their spread)
 NOT_RUN = "not run"
 TEXT_HEADERS = ("Model", "Status")
@@ -362,7 +365,7 @@ def _format_value(col: str, v: Any, ap_decimals: int) -> str:
         return f"{v:.0f}"
     if col == "fps":
         return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
-    if col == "latency_ms":
+    if col in ("latency_ms", "latency_pred_ms"):
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
     if col in AP_KEYS:
         return f"{v:.{ap_decimals}f}%"
