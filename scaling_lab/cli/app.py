@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from scaling_lab.cli import (
     bench_commands,
+    latency_commands,
     model_commands,
     sweep_commands,
     train_commands,
@@ -29,9 +30,10 @@ def make_parser() -> OneLineParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     model_commands.add_inspect_commands(sub)  # zoo, blocks, profile, show, fuse-check
     bench_commands.add_commands(sub)  # bench, export
+    latency_commands.add_commands(sub)  # latency-table build / show
     model_commands.add_import_command(sub)  # import
     train_commands.add_commands(sub)  # data synth, train, eval
-    sweep_commands.add_commands(sub)  # sweep, report
+    sweep_commands.add_commands(sub)  # sweep, calibrate, report
     weights_commands.add_commands(sub)  # convert-weights
     return parser
 

@@ -1,4 +1,4 @@
-"""``lab sweep`` and ``lab report``: one command per ablation table."""
+"""``lab sweep``, ``lab calibrate`` and ``lab report``: one command per ablation table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from scaling_lab.cli.args import add_switch, bounded, check_output_dir, pick
-from scaling_lab.limits import MAX_THREADS
+from scaling_lab.errors import UserError
+from scaling_lab.limits import MAX_SEEDS, MAX_THREADS, MAX_VARIANTS
 
 
 def _write_report(experiment, reports: str, formats: str) -> None:
@@ -17,16 +18,30 @@ def _write_report(experiment, reports: str, formats: str) -> None:
         print(path)
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from scaling_lab.sweep.experiment import load_experiment
-    from scaling_lab.sweep.runner import run_sweep
+def _verbosity(args: argparse.Namespace) -> int:
+    """0: --quiet (the summary only), 1: trial lines and a live line, 2: --verbose (Ray's
+    own status table and log lines too)."""
+    if args.quiet and args.verbose:
+        raise UserError("--quiet and --verbose contradict each other", field="verbose")
+    return 0 if args.quiet else 2 if args.verbose else 1
 
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from scaling_lab.report.stats import summarize
+    from scaling_lab.sweep.experiment import load_experiment
+    from scaling_lab.sweep.runner import default_progress, run_sweep
+
+    verbose = _verbosity(args)
     experiment = load_experiment(args.experiment)
     check_output_dir(args.storage, "storage")
     check_output_dir(args.reports, "reports")
+    progress = None
+    if verbose:
+        progress = default_progress(experiment, args.profile_only, verbose, summarize=summarize)
     frame = run_sweep(
         experiment,
-        verbose=0 if args.quiet else 1,
+        verbose=verbose,
+        progress=progress,
         **pick(
             args,
             "profile_only",
@@ -39,9 +54,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             "num_cpus",
         ),
     )
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    print(f"{experiment.name}: {len(frame)} trials ({summary or 'none'})")
+    if not verbose:  # the display printed its summary otherwise
+        counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"{experiment.name}: {len(frame)} trials ({summary or 'none'})")
     print(f"results: {args.reports}/{experiment.name}/results.csv (and .parquet)")
     if len(frame) and (frame["status"] == "failed").all():  # nothing was measured
         errors = [e for e in frame["error"] if isinstance(e, str) and e]
@@ -67,29 +83,83 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from scaling_lab.report.calibration import calibration_report, write_calibration
+    from scaling_lab.report.stats import summarize
+    from scaling_lab.sweep.calibrate import run_calibration
+    from scaling_lab.sweep.experiment import load_experiment
+
+    verbose = _verbosity(args)
+    experiment = load_experiment(args.experiment)
+    check_output_dir(args.storage, "storage")
+    check_output_dir(args.reports, "reports")
+    calibration = run_calibration(
+        experiment,
+        designs=args.designs,
+        seeds=args.seeds,
+        verbose=verbose,
+        progress_options={"summarize": summarize},
+        **pick(args, "budget", "storage", "reports", "resume", "address", "num_cpus"),
+    )
+    report = calibration_report(calibration)
+    out_dir = Path(args.reports) / experiment.name
+    for path in write_calibration(report, calibration.runs, out_dir):
+        print(path)
+    values = ", ".join(
+        f"{name} {'n/a' if report[name] is None else format(report[name], '.2f')}"
+        for name in ("icc", "kendall_tau_seeds", "kendall_tau_rung_final")
+    )
+    verdict = "separates the designs" if report["separates"] else "does not separate the designs"
+    print(f"{experiment.name}: {values}: the budget {verdict}")
+    return 0
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a sweep runs and writes, and how much it prints (``lab sweep``, ``calibrate``)."""
+    parser.add_argument(
+        "--address", help="a running Ray cluster (default: start Ray embedded on this machine)"
+    )
+    parser.add_argument(
+        "--storage", default="runs/sweeps", help="trial folders, checkpoints, Optuna study"
+    )
+    parser.add_argument("--reports", default="reports", help="results and report folder root")
+    add_switch(parser, "--resume", "finish a killed sweep: finished trials are kept")
+    parser.add_argument("--budget", help="a named training budget of the experiment (e.g. paper)")
+    parser.add_argument(
+        "--num-cpus", type=bounded(1, MAX_THREADS), help="CPUs of the embedded Ray (default: all)"
+    )
+    add_switch(parser, "--quiet", "no trial lines or live status: the summary only")
+    add_switch(parser, "--verbose", "Ray's own status table, log lines and warnings too")
+
+
 def add_commands(sub) -> None:
-    """``lab sweep`` and ``lab report``."""
+    """``lab sweep``, ``lab calibrate`` and ``lab report``."""
     sweep = sub.add_parser(
         "sweep", help="run an experiment's trials with Ray Tune (grid or Optuna search)"
     )
     sweep.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment spec")
     add_switch(sweep, "--profile-only", "count params / FLOPs (and latency); no training")
-    sweep.add_argument(
-        "--address", help="a running Ray cluster (default: start Ray embedded on this machine)"
-    )
-    sweep.add_argument(
-        "--storage", default="runs/sweeps", help="trial folders, checkpoints, Optuna study"
-    )
-    sweep.add_argument("--reports", default="reports", help="results and report folder root")
-    add_switch(sweep, "--resume", "finish a killed sweep: finished trials are kept")
+    _add_run_flags(sweep)
     add_switch(sweep, "--retry-failed", "with --resume: rerun failures")
-    sweep.add_argument("--budget", help="a named training budget of the experiment (e.g. paper)")
-    sweep.add_argument(
-        "--num-cpus", type=bounded(1, MAX_THREADS), help="CPUs of the embedded Ray (default: all)"
-    )
     add_switch(sweep, "--no-report", "skip writing the report")
-    add_switch(sweep, "--quiet", "no Ray Tune progress table")
     sweep.set_defaults(func=_cmd_sweep)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="train K designs N times at the budget: does it tell designs apart?",
+    )
+    calibrate.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment spec")
+    calibrate.add_argument(
+        "--designs",
+        type=bounded(2, MAX_VARIANTS),
+        help="designs to train: the first K variants (default all), or K drawn from the "
+        "search space (default 6)",
+    )
+    calibrate.add_argument(
+        "--seeds", type=bounded(2, MAX_SEEDS), default=3, help="runs per design (default 3)"
+    )
+    _add_run_flags(calibrate)
+    calibrate.set_defaults(func=_cmd_calibrate)
 
     report = sub.add_parser("report", help="paper-style tables and plots of a sweep's results")
     report.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment spec")

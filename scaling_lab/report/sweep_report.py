@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -64,10 +65,30 @@ def write_sweep_report(
     out_dir = Path(reports) / experiment.name
     frame = read_results(out_dir) if results is None else results
     context = report_context(experiment)
-    sizes = _size_note(frame)
-    if sizes:
-        context = dataclasses.replace(context, note=" ".join(p for p in (context.note, sizes) if p))
+    extra = [note for note in (_size_note(frame), _proxy_note(frame)) if note]
+    if extra:
+        context = dataclasses.replace(context, note=" ".join([context.note, *extra]).strip())
     return write_report(frame, context, out_dir, formats=formats)
+
+
+def _proxy_note(frame: pd.DataFrame) -> str:
+    """Say so when AP comes from scaled-down proxies of the rows' models (``proxy:``)."""
+    if "proxy" not in frame:
+        return ""
+    factors = sorted({text for text in frame["proxy"].dropna() if isinstance(text, str)})
+    if not factors:
+        return ""
+    described = "; ".join(
+        ", ".join(
+            f"{name} {value:g}" for name, value in sorted(json.loads(text).items()) if value != 1
+        )
+        or "1 (unscaled)"
+        for text in factors
+    )
+    return (
+        f"AP: proxy models, each row's model scaled by {described} (transforms.scale, depth "
+        "then width) and trained in its place; #Param. and FLOPs: the full-size models."
+    )
 
 
 def _size_note(frame: pd.DataFrame) -> str:

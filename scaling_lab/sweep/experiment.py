@@ -44,7 +44,8 @@ from scaling_lab.train.config import TrainConfig
 
 PROFILE_COLUMNS = ("params", "params_m", "gmacs", "gflops")
 LATENCY_COLUMNS = ("latency_ms", "fps", "peak_memory_mb")
-Metric = Literal[("params", "gmacs", "gflops", "latency", "fps", *AP_KEYS)]
+PREDICTED_COLUMNS = ("latency_pred_ms",)  # from the latency table, before any training
+Metric = Literal[("params", "gmacs", "gflops", "latency", "fps", "latency_pred", *AP_KEYS)]
 # metric names an experiment may list (Metric) -> the result columns they produce
 METRICS: dict[str, tuple[str, ...]] = {
     "params": ("params", "params_m"),
@@ -52,9 +53,10 @@ METRICS: dict[str, tuple[str, ...]] = {
     "gflops": ("gmacs", "gflops"),
     "latency": LATENCY_COLUMNS,
     "fps": LATENCY_COLUMNS,
+    "latency_pred": PREDICTED_COLUMNS,
     **{key: AP_KEYS for key in AP_KEYS},
 }
-ALIASES = {"latency": "latency_ms"}
+ALIASES = {"latency": "latency_ms", "latency_pred": "latency_pred_ms"}
 Mode = Literal["max", "min"]
 # training settings: TrainConfig fields but model / out, which the sweep sets
 TrainSettings = Annotated[dict[str, Any], Partial(TrainConfig, exclude=("model", "out"))]
@@ -151,6 +153,13 @@ class Latency(_Options):
     iters: int | None = None
     threads: int | None = None
     channels_last: bool | None = None
+    table: str | None = None  # latency_pred's table (lab latency-table build), file-relative
+
+    def given(self) -> dict[str, Any]:
+        """The options ``benchmark`` takes (``table`` is the predictor's, not a bench flag)."""
+        out = super().given()
+        out.pop("table", None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,25 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """A smaller stand-in trained in place of each model (``transforms.scale``'s ``depth``
+    then ``width`` mode), so a CPU can train the architecture an ablation is about; the
+    block structure (auxiliary heads, RepConv placement, E-ELAN groups) is kept."""
+
+    width: float = 1.0
+    depth: float = 1.0
+
+    def check(self) -> None:
+        for name in ("width", "depth"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise FieldError(name, f"a proxy is smaller: a factor in (0, 1], got {value!r}")
+
+    def describe(self) -> str:
+        return f"width {self.width:g}, depth {self.depth:g}"
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An experiment file (see the module docstring); internal fields are set on loading."""
 
@@ -217,6 +245,7 @@ class Experiment:
     max_concurrent: int | None = None
     scheduler: Scheduler | Literal["none", "asha"] | None = None  # after loading: Scheduler
     time_budget_s: float | None = None
+    proxy: Proxy | None = None  # train a scaled-down stand-in of every model
     path: str = field(default="", metadata=INTERNAL)
     constraints: tuple[Constraint, ...] = field(default=(), metadata=INTERNAL)
 
@@ -324,6 +353,8 @@ class Experiment:
         settings = self.train_config(budget)
         if local and self.wants("latency_ms"):
             self._check_latency()
+        if self.wants("latency_pred_ms"):
+            self._check_latency_table()
         if local and self.trains(profile_only):
             for where, trial_settings in self._trial_settings(budget):
                 _check_trial_settings(trial_settings, self.path, where)
@@ -367,6 +398,21 @@ class Experiment:
             raise SpecError(
                 exc.reason, source=self.path, field=f"latency.{exc.field or 'device'}"
             ) from None
+
+    def _check_latency_table(self) -> None:
+        """latency_pred's table loads, is complete and matches the ``latency:`` settings."""
+        from scaling_lab.analyze.latency_table import check_protocol, load_table
+
+        given = self.latency.given()
+        wanted = {k: given[k] for k in ("device", "dtype", "batch", "threads") if k in given}
+        if wanted.get("device") == "cuda":
+            wanted["device"] = "cuda:0"
+        if given.get("channels_last") is not None:
+            wanted["layout"] = "nhwc" if given["channels_last"] else "nchw"
+        try:
+            check_protocol(load_table(self.latency.table), wanted, what="the latency: settings")
+        except UserError as exc:
+            raise SpecError(str(exc), source=self.path, field="latency.table") from None
 
     def _trial_settings(self, budget: str | None) -> list[tuple[str, dict[str, Any]]]:
         """(where, training settings) of every row, and of every searched training value."""
@@ -537,7 +583,12 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
     if declared.search is not None:
         timed = any("latency_ms" in METRICS[m] for m in declared.metrics)
         known = PROFILE_COLUMNS + (LATENCY_COLUMNS if timed else ())
+        known += PREDICTED_COLUMNS if "latency_pred" in declared.metrics else ()
+        known += tuple(alias for alias, column in ALIASES.items() if column in known)
         search, constraints = _resolve_search(declared.search, data, source, base_dir, known)
+        constraints = tuple(  # ``latency_pred <= 30`` bounds the column latency_pred_ms
+            dataclasses.replace(c, metric=ALIASES.get(c.metric, c.metric)) for c in constraints
+        )
     labels = [v.label for v in variants]
     name = declared.name or stem
     try:
@@ -556,6 +607,7 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
         name=name,
         path=source,
         base=_resolve_model(declared.base, base_dir),
+        latency=_resolve_table(declared, base_dir),
         variants=variants,
         search=search,
         constraints=constraints,
@@ -563,6 +615,20 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
         baseline=declared.baseline or (labels[0] if labels else None),
         against=declared.against or (labels[-1] if len(labels) > 1 else None),
     )
+
+
+def _resolve_table(declared: Experiment, base_dir: Path) -> Latency:
+    """``latency.table`` resolved against the experiment's folder; required by latency_pred."""
+    table = declared.latency.table
+    if table is None:
+        if "latency_pred" in declared.metrics:
+            raise SpecError(
+                "metric latency_pred needs latency.table: a table from `lab latency-table "
+                "build` (path relative to this file)",
+                field="latency.table",
+            )
+        return declared.latency
+    return dataclasses.replace(declared.latency, table=str((base_dir / table).resolve()))
 
 
 def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experiment:
@@ -577,7 +643,12 @@ def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experimen
     _check_references(experiment)
     check_training(experiment)
     if check_graphs:
-        check_graphs_of(experiment)
+        try:
+            check_graphs_of(experiment)
+        except UserError as exc:
+            if exc.field != "proxy":
+                raise
+            raise _at(exc, source, schema.line_of(data, "proxy")) from None
     return experiment
 
 
@@ -651,6 +722,20 @@ def variant_graph(experiment: Experiment, variant: Variant, changes: Overrides |
     return materialize(graph, changes, source=experiment.path)
 
 
+def training_graph(experiment: Experiment, graph):
+    """The graph a trial trains: ``graph`` itself, or its proxy (depth, then width)."""
+    proxy = experiment.proxy
+    if proxy is None:
+        return graph
+    from scaling_lab.transforms.scale import scale
+
+    if proxy.depth != 1:
+        graph = scale(graph, depth=proxy.depth, mode="depth")
+    if proxy.width != 1:
+        graph = scale(graph, width=proxy.width, mode="width")
+    return graph
+
+
 def _lowered(experiment: Experiment, graph, where: str, source: str, line: int | None) -> None:
     from scaling_lab.models import get_layer_graph, model_ref
 
@@ -668,6 +753,8 @@ def check_graphs_of(experiment: Experiment) -> None:
         except UserError as exc:
             raise _at(exc, experiment.path, variant.line) from None
         _lowered(experiment, graph, f"variant '{variant.label}'", experiment.path, variant.line)
+    if experiment.proxy is not None:
+        _check_proxy(experiment)
     if experiment.search is None:
         return
     search = experiment.search
@@ -686,3 +773,43 @@ def check_graphs_of(experiment: Experiment) -> None:
                 _lowered(experiment, graph, where, search.source, line)
         except UserError as exc:
             raise _at(exc, search.source, line) from None
+
+
+def _layers(graph) -> tuple:
+    """What a model trains, layer by layer (ops compare by value), for telling rows apart."""
+    from scaling_lab.models import get_layer_graph, model_ref
+
+    return tuple((x.name, x.op, x.inputs) for x in get_layer_graph(model_ref(graph)).layers)
+
+
+def _check_proxy(experiment: Experiment) -> None:
+    """Every model's proxy lowers, and rows that train different models still do (a depth
+    factor can remove the very convs a row's RepConv placement names)."""
+    assert experiment.proxy is not None
+    what = f"proxy ({experiment.proxy.describe()})"
+    rows = experiment.variants or (Variant(label="base", order=0),)
+    full, small = [], []
+    for variant in rows:
+        graph = variant_graph(experiment, variant)
+        try:
+            proxy = training_graph(experiment, graph)
+            small.append(_layers(proxy))
+        except SpecError as exc:
+            raise SpecError(
+                f"{what}: variant '{variant.label}': {exc}",
+                source=experiment.path,
+                field="proxy",
+                line=variant.line,
+            ) from None
+        full.append(_layers(graph))
+    for j, later in enumerate(rows):
+        for i in range(j):
+            if full[i] != full[j] and small[i] == small[j]:
+                raise SpecError(
+                    f"{what}: variants '{rows[i].label}' and '{later.label}' train different "
+                    "models at full size but the same proxy (a smaller depth factor removes "
+                    "what tells them apart)",
+                    source=experiment.path,
+                    field="proxy",
+                    line=later.line,
+                )

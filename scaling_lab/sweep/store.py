@@ -6,6 +6,7 @@ Layout of a sweep's folder (``--storage DIR``, default ``runs/sweeps``)::
     DIR/EXPERIMENT/trials/KEY/spec.yaml   the materialized spec the trial profiled / trained
     DIR/EXPERIMENT/trials/KEY/train/      the training run (checkpoints: a killed trial resumes)
     DIR/EXPERIMENT/optuna.db              the Optuna study of a search (SQLite)
+    DIR/EXPERIMENT/proposals.json         a search's proposals in order, batch by batch
     DIR/EXPERIMENT/ray/                   Ray Tune's own experiment folder
 
 The trial writes its row when it starts, after every epoch and when it ends, so a finished
@@ -66,6 +67,21 @@ class TrialStore:
         rows = [self.read(path.name) for path in sorted(folder.iterdir()) if path.is_dir()]
         return [row for row in rows if row is not None]
 
+    def proposals(self) -> list[dict[str, Any]]:
+        """A search's proposals in the order the sampler made them (``search.py``)."""
+        path = self.root / "proposals.json"
+        if not path.is_file():
+            return []
+        try:
+            return list(json.loads(path.read_text()))
+        except json.JSONDecodeError:  # cannot happen with atomic writes
+            raise UserError(
+                "damaged proposal log: remove the sweep folder", source=str(path)
+            ) from None
+
+    def write_proposals(self, proposals: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.root / "proposals.json", json.dumps(proposals, indent=1) + "\n")
+
     def terminal_keys(
         self, *, retry_failed: bool = False, rows: list[dict[str, Any]] | None = None
     ) -> set[str]:
@@ -85,8 +101,9 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=list(COLUMNS))
     search = frame["kind"] == "search"
-    if search.any():  # search trials are numbered by start time: t000, t001, ...
-        ranked = frame[search].sort_values(["started_at", "key"], kind="stable").index
+    if search.any():  # search trials numbered in proposal order (start time before): t000, ...
+        trials = frame[search].assign(_proposal=frame["order"].where(frame["order"] >= 0))
+        ranked = trials.sort_values(["_proposal", "started_at", "key"], kind="stable").index
         frame.loc[ranked, "order"] = range(len(ranked))
         frame.loc[ranked, "label"] = [f"t{i:03d}" for i in range(len(ranked))]
     for column in COLUMNS:

@@ -34,6 +34,7 @@ from scaling_lab.sweep.experiment import (
     Experiment,
     Variant,
     sampled_params,
+    training_graph,
     trial_key,
     variant_graph,
 )
@@ -71,8 +72,9 @@ def resolve_variant(
         variant, seed = experiment.trial_keys(ctx.profile_only)[key]
         repeated = experiment.repeats(ctx.profile_only) > 1
         return dataclasses.replace(variant, key=key), {}, seed if repeated else None
-    # a search trial's number (and label) is its rank by start time, given by results_frame
-    return Variant(label="", order=-1, key=key), sampled_params(experiment, config), None
+    # a search trial's order is its proposal number (results_frame labels it by rank)
+    order = int(config.get("proposal", -1))
+    return Variant(label="", order=order, key=key), sampled_params(experiment, config), None
 
 
 @contextlib.contextmanager
@@ -147,6 +149,8 @@ def _new_row(
     }
     if changes.scale:
         row["scale"] = json.dumps(changes.scale, sort_keys=True)
+    if experiment.proxy is not None and experiment.trains(ctx.profile_only):
+        row["proxy"] = json.dumps(dataclasses.asdict(experiment.proxy), sort_keys=True)
     for path, value in sampled.items():
         row[f"param:{path}"] = value
     return row
@@ -219,6 +223,8 @@ class Trial:
         self.row["spec_hash"] = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.row["spec_path"] = _display_path(spec_path, self.ctx.cwd)
         self._profile(graph)
+        if self.experiment.wants("latency_pred_ms"):
+            self._latency_pred(graph)
         if self.experiment.wants("latency_ms"):
             self._latency(graph)
         broken = [
@@ -251,6 +257,19 @@ class Trial:
             img_size=counted.img_size,
         )
 
+    def _latency_pred(self, graph) -> None:
+        """The deploy model's latency predicted from the experiment's table (no module)."""
+        from scaling_lab.analyze.latency_predict import predict_latency
+        from scaling_lab.analyze.latency_table import cached_table
+        from scaling_lab.models import get_layer_graph, model_ref
+
+        table = cached_table(self.experiment.latency.table)
+        predicted = predict_latency(get_layer_graph(model_ref(graph, form="deploy")), table)
+        self.row.update(
+            latency_pred_ms=round(predicted.total_ms, 4),
+            latency_pred_estimated=predicted.estimated,
+        )
+
     def _latency(self, graph) -> None:
         import torch
 
@@ -278,6 +297,7 @@ class Trial:
         from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
 
+        graph = training_graph(self.experiment, graph)  # the proxy, if there is one
         settings = self.settings
         cpus = int(self.experiment.resources.cpu)
         torch.set_num_threads(max(1, cpus))
@@ -289,6 +309,7 @@ class Trial:
             self.row["epochs_done"] = trainer.epoch
             for key in AP_KEYS:
                 self.row[key] = plain_number(epoch_row.get(key))
+            self.row["history"] = json.dumps(epoch_history(run_dir / "results.csv"))
             self.save()
             reported.append(trainer.epoch)
             _report(self.row, self.ctx)
@@ -305,8 +326,25 @@ class Trial:
         self.row["epochs_done"] = summary.get("epochs")
         for key in AP_KEYS:
             self.row[key] = plain_number(summary.get("metrics", {}).get(key))
+        self.row["history"] = json.dumps(epoch_history(run_dir / "results.csv"))
         if not reported:  # the checkpoint was already at its last epoch
             _report(self.row, self.ctx)
+
+
+def epoch_history(results_csv: Path) -> dict[str, list[float | None]]:
+    """Each AP metric per epoch (None where the epoch was not evaluated), from the training
+    run's ``results.csv``, which a resumed run rewrites: the rung values of early stopping
+    and of ``lab calibrate``."""
+    from scaling_lab.train.run_log import read_csv
+
+    rows = read_csv(results_csv) if results_csv.is_file() else []
+    history: dict[str, list[float | None]] = {key: [] for key in AP_KEYS}
+    for row in rows:
+        for key in AP_KEYS:
+            text = row.get(key) or ""
+            value = float(text) if text.strip() else math.nan
+            history[key].append(value if math.isfinite(value) else None)
+    return history
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from scaling_lab.cli import (
     bench_commands,
+    latency_commands,
     main,
     make_parser,
     model_commands,
@@ -32,11 +33,17 @@ COMMANDS = {
     "fuse-check": (model_commands, "_cmd_fuse_check", ["fuse-check", "yolov7"]),
     "bench": (bench_commands, "_cmd_bench", ["bench", "yolov7"]),
     "export": (bench_commands, "_cmd_export", ["export", "yolov7", "--onnx", "m.onnx"]),
+    "latency-table": (
+        latency_commands,
+        "_cmd_build",
+        ["latency-table", "build", "--models", "yolov7", "--out", "t.json"],
+    ),
     "import": (model_commands, "_cmd_import", ["import", "c.yaml"]),
     "data": (train_commands, "_cmd_data_synth", ["data", "synth", "--out", "d"]),
     "train": (train_commands, "_cmd_train", ["train"]),
     "eval": (train_commands, "_cmd_eval", ["eval", "--weights", "w.pt", "--data", "d"]),
     "sweep": (sweep_commands, "_cmd_sweep", ["sweep", "e.yaml"]),
+    "calibrate": (sweep_commands, "_cmd_calibrate", ["calibrate", "e.yaml"]),
     "report": (sweep_commands, "_cmd_report", ["report", "e.yaml"]),
     "convert-weights": (
         weights_commands,

@@ -275,7 +275,9 @@ def test_coco_polygons_and_rle_decode_to_the_objects_masks(tmp_path):
 )
 def test_malformed_segmentation_names_the_annotation(tmp_path, seg, message):
     path = _with_segmentations(tmp_path, [None, seg])
-    with pytest.raises(DataError, match=rf"instances_val\.json: annotation 2: 'segmentation' .*{message}"):
+    with pytest.raises(
+        DataError, match=rf"instances_val\.json: annotation 2: 'segmentation' .*{message}"
+    ):
         parse_coco(path, tmp_path / "images" / "val")
 
 

@@ -55,7 +55,6 @@ def test_profile_sweep_on_a_running_cluster(tmp_path):
                 "--reports",
                 str(tmp_path / "reports"),
                 "--no-report",
-                "--quiet",
             ],
             capture_output=True,
             text=True,
@@ -66,8 +65,13 @@ def test_profile_sweep_on_a_running_cluster(tmp_path):
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # this cluster only
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "Connected to Ray cluster" in run.stderr
+    assert f"Connected to Ray cluster at 127.0.0.1:{port}" in run.stderr
     assert "Started a local Ray instance" not in run.stderr
+    # off a terminal: a line per trial and a summary, no live line and none of Ray's output
+    lines = run.stdout.splitlines()
+    assert sum(" finished " in line for line in lines) == 4, run.stdout
+    assert any(line.startswith("table3_scaling: 4 trials (4 finished) in ") for line in lines)
+    assert "== Status ==" not in run.stdout and "\r" not in run.stdout
     results = pd.read_csv(tmp_path / "reports" / "table3_scaling" / "results.csv")
     assert len(results) == 4 and set(results["status"]) == {"finished"}
 

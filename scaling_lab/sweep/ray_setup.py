@@ -1,0 +1,143 @@
+"""Ray for a sweep: the embedded instance (loopback only) or a cluster, its resources, and how
+much of Ray's own output a person sees.
+
+Ray logs its start, Tune's bookkeeping and its warnings at INFO/WARNING, and Tune prints a
+status table every few seconds; ``lab sweep`` prints its own progress (``progress.py``)
+instead, and lets Ray's output through only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+
+from scaling_lab.spec.errors import SpecError
+from scaling_lab.sweep.experiment import Experiment
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local" or another form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SpecError(
+            f"cannot connect to the Ray cluster at '{address}': {exc.strerror or exc} (is it "
+            "running? start one with `ray start --head`)",
+            field="address",
+        ) from None
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
+
+
+def _loopback_only() -> None:
+    """The embedded Ray listens on 127.0.0.1 only: its node address is the loopback one (Ray's
+    single-machine mode), for this process and the Ray processes it starts."""
+    os.environ[LOOPBACK_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray resolves the node address
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, verbose: int = 1) -> None:
+    """Start the embedded Ray (or connect to ``address``). Ray's own log lines and the trial
+    workers' output reach this terminal only with ``verbose`` >= 2."""
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output prints at verbose 0
+    if ray.is_initialized():
+        return
+    quiet = {
+        "log_to_driver": verbose >= 2,
+        "logging_level": logging.INFO if verbose >= 2 else logging.ERROR,
+    }
+    if address:
+        check_reachable(address)
+        try:
+            ray.init(address=address, **quiet)
+        except Exception as exc:  # ConnectionError, AuthenticationError, bad address, ...
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise SpecError(
+                f"cannot connect to the Ray cluster at '{address}': {type(exc).__name__}: "
+                f"{reason[:300]} (is it running? with token authentication, set "
+                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or ~/.ray/auth_token)",
+                field="address",
+            ) from None
+        if verbose >= 1:  # Ray's own line is held back below --verbose
+            print(f"Connected to Ray cluster at {address}", file=sys.stderr)
+    else:
+        _loopback_only()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+
+
+def check_resources(experiment: Experiment, num_cpus: int | None) -> None:
+    """A trial asking the embedded Ray for more than this machine has would wait forever."""
+    cpus = num_cpus or os.cpu_count() or 1
+    want = experiment.resources
+    if want.cpu > cpus:
+        raise SpecError(
+            f"a trial asks for {want.cpu:g} CPUs, the embedded Ray has {cpus}",
+            source=experiment.path,
+            field="resources.cpu",
+        )
+    if want.gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if want.gpu > gpus:
+            raise SpecError(
+                f"a trial asks for {want.gpu:g} GPUs, this machine has {gpus}",
+                source=experiment.path,
+                field="resources.gpu",
+            )
+
+
+def trial_slots(experiment: Experiment, num_cpus: int | None, address: str | None) -> int:
+    """How many trials run at once: ``max_concurrent``, else as many as the resources allow
+    (then the batches of a search depend on the machine: set ``max_concurrent`` to repeat a
+    search elsewhere)."""
+    if experiment.max_concurrent is not None:
+        return experiment.max_concurrent
+    import ray
+
+    have = ray.cluster_resources() if address else {"CPU": num_cpus or os.cpu_count() or 1}
+    if not address and experiment.resources.gpu > 0:
+        import torch
+
+        have["GPU"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    slots = []
+    for name, want in (("CPU", experiment.resources.cpu), ("GPU", experiment.resources.gpu)):
+        if want > 0:
+            slots.append(math.floor(float(have.get(name, 0)) / want + 1e-9))
+    return max(1, min(slots))
+
+
+@contextlib.contextmanager
+def ray_output(verbose: int) -> Iterator[None]:
+    """Below ``verbose`` 2: Ray's and Optuna's log records under ERROR and their warnings
+    (experimental features, deprecations) held back; restored afterwards."""
+    if verbose >= 2:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(ray|optuna)(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(ExperimentalWarning|experimental)")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

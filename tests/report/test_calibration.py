@@ -1,0 +1,142 @@
+"""Calibration statistics against hand computations and scipy; the files ``lab calibrate``
+writes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from scaling_lab.report.calibration import (
+    calibration_markdown,
+    calibration_stats,
+    icc1,
+    kendall_tau,
+    mean_seed_tau,
+    write_calibration,
+)
+
+
+def test_icc_by_hand():
+    # means 2, 5, 8 around 5: MSB = 3 * (9 + 0 + 9) / 2 = 27; within: SS 2 per group, MSW = 6 / 6
+    assert icc1([[1, 2, 3], [4, 5, 6], [7, 8, 9]]) == pytest.approx((27 - 1) / (27 + 2 * 1))
+    # no spread between designs: MSB 0, ICC = -MSW / ((k - 1) MSW) = -1 / (k - 1)
+    assert icc1([[1, 3], [1, 3]]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_icc_matches_the_anova_f_statistic(seed):
+    """ICC(1) = (F - 1) / (F + k0 - 1) with F = MSB / MSW from scipy's one-way ANOVA."""
+    rng = np.random.default_rng(seed)
+    sizes = [3, 3, 3, 3] if seed % 2 else [2, 3, 4, 3]  # balanced and unbalanced
+    groups = [rng.normal(rng.normal(0.3, 0.05), 0.02, n) for n in sizes]
+    f = stats.f_oneway(*groups).statistic
+    total = sum(sizes)
+    k0 = (total - sum(n * n for n in sizes) / total) / (len(sizes) - 1)
+    assert icc1(groups) == pytest.approx((f - 1) / (f + k0 - 1), rel=1e-9)
+
+
+def test_icc_is_undefined_without_repeats_or_spread():
+    assert math.isnan(icc1([[0.1], [0.2], [0.3]]))  # one run each: no within-design variance
+    assert math.isnan(icc1([[0.2, 0.2], [0.2, 0.2]]))  # nothing varies
+    assert math.isnan(icc1([[0.1, 0.2]]))  # one design
+    assert icc1([[0.1, float("nan"), 0.11], [0.3, 0.31]]) > 0.9  # a failed run left out
+
+
+def _tau_a(x, y) -> float:
+    """Kendall's tau by counting concordant and discordant pairs (no ties)."""
+    score = sum(
+        np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+        for i, j in itertools.combinations(range(len(x)), 2)
+    )
+    return score / math.comb(len(x), 2)
+
+
+def test_kendall_tau_counts_pairs_and_skips_missing_values():
+    x, y = [0.1, 0.4, 0.3, 0.2, 0.5], [0.2, 0.5, 0.1, 0.3, 0.4]
+    assert kendall_tau(x, y) == pytest.approx(_tau_a(x, y))  # 2 discordant of 10: 0.2
+    assert kendall_tau([*x, float("nan")], [*y, 0.9]) == pytest.approx(_tau_a(x, y))
+    assert math.isnan(kendall_tau([0.1, 0.1], [0.2, 0.3]))  # a constant side
+    assert math.isnan(kendall_tau([0.1], [0.2]))
+
+
+def test_seed_tau_is_the_mean_over_pairs_of_seeds():
+    table = pd.DataFrame(
+        {0: [0.1, 0.2, 0.3, 0.4], 1: [0.2, 0.1, 0.3, 0.4], 5: [0.4, 0.3, 0.2, 0.1]}
+    )
+    pairs = [(0, 1), (0, 5), (1, 5)]
+    want = np.mean([stats.kendalltau(table[a], table[b]).statistic for a, b in pairs])
+    assert mean_seed_tau(table) == pytest.approx(want)
+    assert mean_seed_tau(table) == pytest.approx((4 / 6 - 1 - 4 / 6) / 3)  # by hand
+
+
+def _runs(means: list[float], noise: float, seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d, mean in enumerate(means):
+        for s in range(seeds):
+            final = mean + rng.normal(0, noise)
+            rows.append(
+                {"design": f"d{d}", "seed": s, "status": "finished", "final": final,
+                 "rung": final / 2 + rng.normal(0, noise / 10), "epochs_done": 10}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+DESIGNS = [{"label": f"d{i}", "overrides": {"elan1.depth": i + 1}} for i in range(4)]
+CONTEXT = {"experiment": "x", "metric": "AP50", "rung_metric": "AP50", "rung_epoch": 2,
+           "budget": None, "epochs": 10, "designs": 4, "seeds": 3, "wall_s": 12.0}  # fmt: skip
+
+
+def test_a_budget_that_separates_designs_passes_every_check():
+    runs = _runs([0.1, 0.2, 0.3, 0.4], noise=0.002)
+    report = calibration_stats(runs, DESIGNS)
+    assert report["icc"] > 0.99 and report["kendall_tau_seeds"] == 1.0
+    assert report["kendall_tau_rung_final"] > 0.9 and report["kendall_tau_rung_final_means"] == 1.0
+    assert report["separates"] and all(report["checks"].values())
+    groups = [runs.loc[runs["design"] == d["label"], "final"] for d in DESIGNS]
+    assert report["icc"] == pytest.approx(icc1(groups), abs=1e-6)
+    first = report["per_design"][0]
+    assert first["n"] == 3 and first["mean"] == pytest.approx(groups[0].mean(), abs=1e-6)
+    assert first["std"] == pytest.approx(groups[0].std(ddof=1), abs=1e-6)
+    assert first["values"] == {str(s): pytest.approx(v, abs=1e-9) for s, v in enumerate(groups[0])}
+
+
+def test_noise_alone_does_not_pass():
+    report = calibration_stats(_runs([0.2, 0.2, 0.2, 0.2], noise=0.05, seed=3), DESIGNS)
+    assert report["icc"] < 0.8 and not report["separates"]
+    text = calibration_markdown({**CONTEXT, **report})
+    assert "not reliably told apart" in text and "misses the threshold 0.8" in text
+
+
+def test_failed_runs_are_left_out_and_counted():
+    runs = _runs([0.1, 0.2, 0.3, 0.4], noise=0.002)
+    runs.loc[0, ["status", "final", "rung"]] = ["failed", math.nan, math.nan]
+    report = calibration_stats(runs, DESIGNS)
+    assert report["failed_runs"] == 1 and report["runs"] == 11
+    assert report["per_design"][0]["n"] == 2 and report["separates"]
+
+
+def test_files(tmp_path):
+    runs = _runs([0.1, 0.2, 0.3, 0.4], noise=0.002)
+    report = {**CONTEXT, **calibration_stats(runs, DESIGNS)}
+    paths = write_calibration(report, runs, tmp_path)
+    assert {p.name for p in paths} == {
+        "calibration.json",
+        "calibration.md",
+        "calibration.png",
+        "calibration.svg",
+    }
+    stored = json.loads((tmp_path / "calibration.json").read_text())
+    for key in ("icc", "kendall_tau_seeds", "kendall_tau_rung_final", "per_design", "metric",
+                "budget", "designs", "seeds", "wall_s"):  # fmt: skip
+        assert key in stored
+    text = (tmp_path / "calibration.md").read_text()
+    assert "the designs are told apart: every criterion is met" in text
+    assert '`{"elan1.depth": 1}`' in text and "| d3 |" in text
+    assert (tmp_path / "calibration.png").read_bytes()[:4] == b"\x89PNG"

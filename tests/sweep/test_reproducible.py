@@ -1,0 +1,130 @@
+"""Reproducible searches (issue #13): the same command proposes the same designs in the same
+order and gives the same table, and a search interrupted mid-batch resumes into that very
+sequence. Profile-only NSGA-II on deterministic objectives (params, GFLOPs), so that every
+proposal after the first generation depends on what the sampler was told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import scaling_lab.sweep.runner as runner
+from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.runner import run_sweep
+from scaling_lab.sweep.store import TrialStore
+
+pytest.importorskip("ray")
+
+SEARCH = """\
+base: yolov7-tiny
+metrics: [params, gflops]
+search:
+  space:
+    elan1.depth: {type: int, low: 1, high: 4}
+    elan2.depth: {type: int, low: 1, high: 4}
+    elan3.depth: {type: int, low: 1, high: 4}
+    scale.width: {type: float, low: 0.25, high: 1.0, step: 0.25}
+  trials: 6
+  objectives: {params: min, gflops: max}
+  sampler: nsga2
+  seed: 11
+max_concurrent: 2
+"""
+VARIES = ("started_at", "finished_at", "wall_s", "spec_path")  # times, and the tmp folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    path = tmp_path_factory.mktemp("exp") / "repro.yaml"
+    path.write_text(SEARCH)
+    return load_experiment(path)
+
+
+def _run(experiment, root: Path, **kw) -> pd.DataFrame:
+    return run_sweep(experiment, storage=root / "runs", reports=root / "reports", verbose=0, **kw)
+
+
+def _proposals(root: Path, experiment) -> list[tuple[int, int, str]]:
+    store = TrialStore(root / "runs" / experiment.name)
+    return [(p["index"], p["batch"], p["key"]) for p in store.proposals()]
+
+
+def _table(frame: pd.DataFrame) -> list[dict]:
+    return frame.drop(columns=list(VARIES)).astype(str).to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def first(experiment, tmp_path_factory):
+    root = tmp_path_factory.mktemp("first")
+    return root, _run(experiment, root)
+
+
+def test_the_same_search_twice_proposes_the_same_designs_in_order(experiment, first, tmp_path):
+    root, frame = first
+    proposed = _proposals(root, experiment)
+    assert [batch for _, batch, _ in proposed] == [0, 0, 1, 1, 2, 2]  # batches of max_concurrent
+    assert len({key for *_, key in proposed}) == len(frame) == 6
+    again = _run(experiment, tmp_path)
+    assert _proposals(tmp_path, experiment) == proposed
+    assert list(frame["key"]) == [key for *_, key in proposed]  # rows in proposal order
+    assert list(frame["label"]) == [f"t{i:03d}" for i in range(6)]
+    assert _table(again) == _table(frame)  # the same table, timings and paths aside
+
+
+def test_a_search_interrupted_mid_batch_resumes_into_the_same_sequence(
+    experiment, first, tmp_path, monkeypatch
+):
+    """The driver dies in its second batch after one of the two trials finished."""
+    root, frame = first
+    real = runner._run_batch
+    calls = []
+
+    def dies_in_the_second_batch(session, proposals, todo, rule):
+        calls.append(sorted(todo))
+        if len(calls) == 2:
+            real(session, proposals, {proposals[0].key}, rule)
+            raise KeyboardInterrupt("killed")
+        real(session, proposals, todo, rule)
+
+    monkeypatch.setattr(runner, "_run_batch", dies_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(experiment, tmp_path)
+    monkeypatch.setattr(runner, "_run_batch", real)
+    store = TrialStore(tmp_path / "runs" / experiment.name)
+    assert len(store.rows()) == 3 and len(store.proposals()) == 4
+
+    resumed = _run(experiment, tmp_path, resume=True)
+    assert _proposals(tmp_path, experiment) == _proposals(root, experiment)
+    assert _table(resumed) == _table(frame)
+
+
+def test_resuming_with_a_changed_space_is_refused(first, tmp_path):
+    """Logged proposals outside the space could not be replayed as they were made."""
+    import shutil
+
+    from scaling_lab.errors import UserError
+
+    root, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    path = tmp_path / "repro.yaml"  # the same name: the same sweep folder
+    path.write_text(
+        SEARCH.replace(
+            "elan1.depth: {type: int, low: 1, high: 4}",
+            "elan1.depth: {type: int, low: 9, high: 12}",
+        )
+    )
+    with pytest.raises(
+        UserError, match=r"logged proposal 0 .* is not in the search space any more"
+    ):
+        _run(load_experiment(path), tmp_path, resume=True)
