@@ -178,9 +178,11 @@ def evaluate(work: Path) -> list[dict]:
         if run.name.startswith("reference"):
             ours = run / "converted.pt"
             if not ours.is_file():
+                # the reference's final checkpoint holds its EMA as 'model' (strip_optimizer);
+                # our spec of the run (nc and image size of the set) receives it
+                spec = next((work / "runs").glob("ours-*/spec.yaml"))
                 src = str(run / "weights" / "last.pt")
-                _lab("convert-weights", src, "--model", MODEL, "--nc", "6",
-                     "--img", str(BUDGET["img"]), "--ema", "--out", str(ours))  # fmt: skip
+                _lab("convert-weights", src, "--model", str(spec), "--out", str(ours))
             weights, trainer = ours, "reference"
         else:
             weights, trainer = run, run.name.rsplit("-seed", 1)[0]
@@ -216,8 +218,63 @@ def report(work: Path, out: Path) -> None:
         aps = [r["AP"] for r in rows if r["trainer"] == trainer]
         lines.append(f"| {trainer} | {len(aps)} | {statistics.fmean(aps):.3f} | "
                      f"{min(aps):.3f} - {max(aps):.3f} |")  # fmt: skip
+    lines += ["", *_verdict(rows), "", *_loss_table(work)]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _verdict(rows: list[dict]) -> list[str]:
+    """Ours - reference with a Welch 95% interval (the seeds of two trainers are not pairs),
+    and whether our mean lies within the reference's seed spread."""
+    from scaling_lab.report.stats import difference
+
+    ref = {r["seed"]: r["AP"] for r in rows if r["trainer"] == "reference"}
+    ours = {1000 + r["seed"]: r["AP"] for r in rows if r["trainer"] == "ours-reference"}
+    if not ref or not ours:
+        return []
+    d = difference(ref, ours)
+    mark = "" if d.significant else " (n.s.)"
+    inside = min(ref.values()) <= statistics.fmean(ours.values()) <= max(ref.values())
+    return [
+        f"Ours - reference, AP: {d.delta:+.3f} ± {d.ci95:.3f} (Welch 95% interval){mark}.",
+        f"Our mean AP {'lies' if inside else 'does not lie'} within the reference's seed "
+        f"spread ({min(ref.values()):.3f} - {max(ref.values()):.3f}).",
+    ]
+
+
+def _loss_table(work: Path) -> list[str]:
+    """Training losses per epoch (box, obj, cls; mean over seeds) of both trainers."""
+    import csv
+
+    per: dict[str, dict[int, list[tuple[float, float, float]]]] = {}
+    for run in sorted((work / "runs").iterdir()):
+        trainer = "reference" if run.name.startswith("reference") else "ours"
+        if trainer == "reference" and (run / "results.txt").is_file():
+            for line in (run / "results.txt").read_text().splitlines():
+                f = line.split()
+                epoch = int(f[0].split("/")[0])
+                per.setdefault(trainer, {}).setdefault(epoch, []).append(tuple(map(float, f[2:5])))
+        elif (run / "results.csv").is_file():
+            with (run / "results.csv").open() as fh:
+                for r in csv.DictReader(fh):
+                    value = (float(r["box"]), float(r["obj"]), float(r["cls"]))
+                    per.setdefault(trainer, {}).setdefault(int(r["epoch"]), []).append(value)
+    if len(per) < 2:
+        return []
+    out = [
+        "Training losses per epoch (mean over seeds; box / obj / cls):",
+        "",
+        "| epoch | ours | reference |",
+        "|---|---|---|",
+    ]
+    for epoch in sorted(per["ours"]):
+        cells = []
+        for trainer in ("ours", "reference"):
+            values = per[trainer].get(epoch, [])
+            means = [statistics.fmean(v[i] for v in values) for i in range(3)] if values else []
+            cells.append(" / ".join(f"{m:.4f}" for m in means) or "-")
+        out.append(f"| {epoch} | {cells[0]} | {cells[1]} |")
+    return out
 
 
 def main() -> None:
