@@ -378,34 +378,6 @@ def reference_candidates(
     return tuple(torch.cat(parts) for parts in zip(*out))  # type: ignore[return-value]
 
 
-def assign_reference_candidates(
-    maps: list[Tensor],
-    targets: Tensor,
-    strides: Tensor,
-    anchors: Tensor,
-    anchor_t: float,
-    rule: AssignRule,
-) -> Assignment:
-    """Positives of the reference's YOLOv5-style ``ComputeLoss`` (``loss_ota: 0``): every
-    candidate of the centre prior, repeats kept. ``targets`` (T, 6) normalized."""
-    device = maps[0].device
-    targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
-    n_images = maps[0].shape[0]
-    inside = ((targets[:, 0] >= 0) & (targets[:, 0] < n_images)).nonzero()[:, 0]
-    if inside.numel() == 0:
-        return Assignment.empty(device)
-    anchors_grid = anchors.to(device).float() / strides.to(device).float()[:, None, None]
-    grids = [(m.shape[2], m.shape[3]) for m in maps]
-    g = 0.5 if rule.neighbours == 3 else 1.0
-    t, level, anchor, gj, gi = reference_candidates(
-        targets[inside], grids, anchors_grid, anchor_t, g
-    )
-    t = inside[t]
-    image = targets[t, 0].long()
-    key = prediction_keys(image, level, anchor, gj, gi, maps)
-    return Assignment(t, image, level, anchor, gj, gi, key)
-
-
 def _xyxy(xywh: Tensor) -> Tensor:
     """(cx, cy, w, h) -> (x1, y1, x2, y2), the reference's arithmetic."""
     half = xywh[..., 2:4] / 2
@@ -632,10 +604,12 @@ def assign_reference(
     pool = _reference_pool(targets, targets_in, grids, anchors_grid, anchor_t, rule, n_images)
     if pool is None:
         return Assignment.empty(device)
+    key = prediction_keys(pool.image, pool.level, pool.anchor, pool.gj, pool.gi, maps)
+    if not rule.dynamic:  # ``loss_ota: 0``: every candidate (YOLOv5-style), repeats kept
+        return Assignment(pool.t, pool.image, pool.level, pool.anchor, pool.gj, pool.gi, key)
     row_target = _target_rows(image_of, targets_in, n_images)
     row_valid = row_target >= 0
     tgt = targets[row_target.clamp(min=0)]  # (B, R, 6)
-    key = prediction_keys(pool.image, pool.level, pool.anchor, pool.gj, pool.gi, maps)
     boxes, logit, background, inverse = _score_predictions(maps, pool, key, strides, anchors_grid)
     col_valid, pred_box, col_unique = _candidate_blocks(pool, boxes, inverse, n_images)
 

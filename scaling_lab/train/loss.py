@@ -96,7 +96,6 @@ from scaling_lab.train.assign import (
     AssignRule,
     assign,
     assign_reference,
-    assign_reference_candidates,
     union,
 )
 from scaling_lab.train.box_ops import box_ciou
@@ -300,10 +299,6 @@ class YoloV7Loss:
         targets = targets.to(device=lead[0].device, dtype=torch.float32).reshape(-1, 6)
 
         def run(maps: list[Tensor], rule: AssignRule) -> Assignment:
-            if not rule.dynamic:
-                return assign_reference_candidates(
-                    maps, targets, strides, anchors, self.anchor_t, rule
-                )
             return assign_reference(maps, targets, img_hw, strides, anchors, self.anchor_t, rule)
 
         labels = {"lead": run(lead, fine)}

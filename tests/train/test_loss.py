@@ -287,3 +287,28 @@ def test_fitting_one_image_lowers_the_loss():
     first, last = history[0], history[-1]
     assert last[3] < 0.5 * first[3]
     assert last[0] < first[0]  # the boxes fit better, not only the background
+
+
+@pytest.mark.parametrize("assign_mode", ["reference", "own_prior"])
+def test_loss_ota_zero_makes_every_prior_candidate_positive(assign_mode):
+    """``loss_ota: 0`` (the reference's YOLOv5-style ComputeLoss): the positives are the centre
+    prior's candidates, counted independently with ``reference_candidates`` (repeats kept by
+    the reference rule; one per prediction by ``own_prior``); ``loss_ota: 1`` keeps fewer."""
+    from scaling_lab.train.assign import reference_candidates
+
+    model = create_model(graph_from(TINY_SPEC))
+    images = torch.zeros(1, 3, 64, 64)
+    maps = model(images)
+    plain = YoloV7Loss(model, {**HYP, "loss_ota": 0}, assign=assign_mode)
+    ota = YoloV7Loss(model, {**HYP, "loss_ota": 1}, assign=assign_mode)
+    labels = plain.assign_labels(maps, [], TARGETS, images)["lead"]
+    head = next(m for m in model.modules() if isinstance(m, Detect))
+    grids = [(m.shape[2], m.shape[3]) for m in maps]
+    anchors_grid = head.anchors.float() / head.stride.float()[:, None, None]
+    t, level, anchor, gj, gi = reference_candidates(TARGETS, grids, anchors_grid, 4.0, 0.5)
+    if assign_mode == "reference":
+        assert len(labels) == len(t)
+    else:
+        distinct = {(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(level, anchor, gj, gi)}
+        assert len(labels) == len(distinct)
+    assert len(ota.assign_labels(maps, [], TARGETS, images)["lead"]) < len(labels)
