@@ -42,7 +42,7 @@ from scaling_lab.data.paste import MIN_SAMPLES, copy_paste, object_samples, past
 from scaling_lab.data.sources import DatasetInfo, ImageRecord
 
 Shape = tuple[int, int, float, float, float]
-MOSAIC9_SHARE = 0.2  # the reference's share of 9-image mosaics (hyp ``mosaic9`` overrides it)
+MOSAIC9_SHARE = default_hyp("p5")["mosaic9"]  # the recipe's share, for a hyp without the key
 
 
 def read_image(path) -> np.ndarray:
@@ -223,11 +223,7 @@ def _place(mask: np.ndarray | None, offset: tuple[int, int], shape: tuple[int, i
     if mask is None:
         return None
     out = np.zeros(shape, dtype=bool)
-    x0, y0 = offset
-    h, w = mask.shape
-    x1, y1, x2, y2 = max(x0, 0), max(y0, 0), min(x0 + w, shape[1]), min(y0 + h, shape[0])
-    if x2 > x1 and y2 > y1:
-        out[y1:y2, x1:x2] = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+    tf.paste_at(out, mask, offset)
     return out
 
 

@@ -144,17 +144,25 @@ def _compose(
     canvas = np.full((ch, cw, 3), PAD_VALUE, dtype=np.uint8)
     out_boxes, owners = [], []
     for i, (img, b) in enumerate(zip(images, boxes)):
-        h, w = img.shape[:2]
         x0, y0 = offsets[i]
-        cx1, cy1, cx2, cy2 = max(x0, 0), max(y0, 0), min(x0 + w, cw), min(y0 + h, ch)
-        if cx2 > cx1 and cy2 > cy1:
-            canvas[cy1:cy2, cx1:cx2] = img[cy1 - y0 : cy2 - y0, cx1 - x0 : cx2 - x0]
+        paste_at(canvas, img, (x0, y0))
         if len(b):
             out_boxes.append(np.asarray(b, dtype=np.float64) + np.array([x0, y0, x0, y0]))
             owners.append(np.full(len(b), i))
     all_boxes = np.concatenate(out_boxes) if out_boxes else np.zeros((0, 4))
     all_owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
     return canvas, clip_boxes(all_boxes, cw, ch), all_owners, list(offsets)
+
+
+def paste_at(canvas: np.ndarray, img: np.ndarray, offset: tuple[int, int]) -> None:
+    """Copy ``img`` onto ``canvas`` (in place) with its top-left corner at ``offset`` (x, y);
+    what falls outside the canvas is cut off."""
+    x0, y0 = offset
+    h, w = img.shape[:2]
+    ch, cw = canvas.shape[:2]
+    x1, y1, x2, y2 = max(x0, 0), max(y0, 0), min(x0 + w, cw), min(y0 + h, ch)
+    if x2 > x1 and y2 > y1:
+        canvas[y1:y2, x1:x2] = img[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
 
 
 def affine_matrix(
