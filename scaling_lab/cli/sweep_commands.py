@@ -11,10 +11,13 @@ from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_SEEDS, MAX_THREADS, MAX_VARIANTS
 
 
-def _write_report(experiment, reports: str, formats: str) -> None:
+def _write_report(experiment, reports: str, formats: str, budget: str | None) -> None:
     from scaling_lab.report.sweep_report import parse_formats, write_sweep_report
 
-    for path in write_sweep_report(experiment, reports=reports, formats=parse_formats(formats)):
+    paths = write_sweep_report(
+        experiment, reports=reports, formats=parse_formats(formats), budget=budget
+    )
+    for path in paths:
         print(path)
 
 
@@ -68,7 +71,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 1
     if not args.no_report:
-        _write_report(experiment, args.reports, "md,tex,csv")
+        _write_report(experiment, args.reports, "md,tex,csv", args.budget)
         table = Path(args.reports) / experiment.name / "table.md"
         print("\n" + table.read_text())
     return 0
@@ -79,7 +82,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.experiment, check_graphs=False)
     check_output_dir(args.reports, "reports")
-    _write_report(experiment, args.reports, args.format)
+    if args.budget is not None:
+        experiment.train_config(args.budget)  # an unknown budget is an error here
+    _write_report(experiment, args.reports, args.format, args.budget)
     return 0
 
 
@@ -165,4 +170,9 @@ def add_commands(sub) -> None:
     report.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment spec")
     report.add_argument("--format", default="md,tex,csv", help="comma list of md, tex, csv")
     report.add_argument("--reports", default="reports", help="results and report folder root")
+    report.add_argument(
+        "--budget",
+        help="the named budget the sweep ran (a search's intervals come from a calibration "
+        "of that budget)",
+    )
     report.set_defaults(func=_cmd_report)

@@ -34,7 +34,7 @@ from scipy import stats as scipy_stats
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.report.stats import summarize
+from scaling_lab.report.stats import pooled_std, summarize
 
 if TYPE_CHECKING:
     from scaling_lab.sweep.calibrate import Calibration
@@ -131,12 +131,15 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
         "kendall_tau_rung_final_means": kendall_tau(means["rung"], means["final"]),
     }
     checks = {name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()}
+    std, df = pooled_std(groups)
     return {
         **{name: _plain(value) for name, value in stats.items()},
         "rung_final_over": "runs",
         "thresholds": THRESHOLDS,
         "checks": checks,
         "separates": all(checks.values()),
+        "pooled_std": _plain(std),  # one run's seed noise, for the search table's intervals
+        "pooled_df": df,
         "per_design": _per_design(runs, designs),
         "runs": int(np.isfinite(runs["final"].astype(float)).sum()),
         "failed_runs": int((runs["status"] != "finished").sum()),
@@ -248,6 +251,7 @@ def calibration_report(calibration: Calibration) -> dict:
         "rung_epoch": calibration.rung_epoch,
         "budget": calibration.budget,
         "epochs": calibration.epochs,
+        "train": calibration.train,
         "designs": len(designs),
         "seeds": calibration.seeds,
         "wall_s": calibration.wall_s,

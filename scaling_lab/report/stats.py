@@ -97,3 +97,38 @@ def difference(old: Mapping[int, float], new: Mapping[int, float]) -> Difference
         return Difference(delta, 0.0, "welch", len(a), len(b))
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return Difference(delta, _t(dof) * se, "welch", len(a), len(b))
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """The seed noise of one run at a budget: the pooled within-design sample std that
+    ``lab calibrate`` measured (``df`` = runs - designs). A search trains each design once, so
+    this is the only noise estimate its table can state: a single run lies within
+    ``ci95`` of its design's mean with 95% probability, and two designs' single runs differ
+    by more than ``difference_ci95`` only if the designs differ."""
+
+    metric: str
+    std: float
+    df: int
+    designs: int
+    seeds: int
+
+    @property
+    def ci95(self) -> float:
+        return _t(self.df) * self.std
+
+    @property
+    def difference_ci95(self) -> float:
+        return _t(self.df) * self.std * math.sqrt(2)
+
+
+def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """sqrt(sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1)) over groups of repeats, and its degrees of
+    freedom (NaN, 0 when no group has two values)."""
+    squares, df = 0.0, 0
+    for group in groups:
+        x = _clean(group)
+        if len(x) >= 2:
+            squares += float(((x - x.mean()) ** 2).sum())
+            df += len(x) - 1
+    return (math.sqrt(squares / df), df) if df else (math.nan, 0)

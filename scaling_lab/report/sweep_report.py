@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling_lab.report.stats import SeedNoise
 from scaling_lab.report.sweep_table import FORMATS, ReportContext, write_report
 from scaling_lab.sweep.experiment import Experiment
 from scaling_lab.sweep.reference import paper_peers, paper_rows
@@ -60,6 +61,7 @@ def write_sweep_report(
     reports: str | Path = "reports",
     formats: tuple[str, ...] = FORMATS,
     results: pd.DataFrame | None = None,
+    budget: str | None = None,
 ) -> list[Path]:
     """Tables (``table.md/.tex/.csv``) and plots (PNG + SVG) in ``reports/EXPERIMENT/``."""
     out_dir = Path(reports) / experiment.name
@@ -68,7 +70,33 @@ def write_sweep_report(
     extra = [note for note in (_size_note(frame), _proxy_note(frame)) if note]
     if extra:
         context = dataclasses.replace(context, note=" ".join([context.note, *extra]).strip())
+    if experiment.kind == "search":
+        noise = calibrated_noise(experiment, out_dir / "calibration.json", budget)
+        context = dataclasses.replace(context, noise=noise)
     return write_report(frame, context, out_dir, formats=formats)
+
+
+def calibrated_noise(
+    experiment: Experiment, path: Path, budget: str | None = None
+) -> SeedNoise | None:
+    """The single-run seed noise ``lab calibrate`` measured for exactly this budget (same
+    training settings and proxy), or None: a calibration of other settings says nothing."""
+    from scaling_lab.sweep.calibrate import ranking_metric, training_settings
+
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    metric, _ = ranking_metric(experiment)
+    if not isinstance(report, dict) or report.get("metric") != metric:
+        return None
+    if report.get("train") != training_settings(experiment, budget):
+        return None
+    std, df = report.get("pooled_std"), report.get("pooled_df")
+    if not isinstance(std, int | float) or not isinstance(df, int) or df < 1:
+        return None
+    designs, seeds = int(report.get("designs", 0)), int(report.get("seeds", 0))
+    return SeedNoise(metric=metric, std=float(std), df=df, designs=designs, seeds=seeds)
 
 
 def _proxy_note(frame: pd.DataFrame) -> str:

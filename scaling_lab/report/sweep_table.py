@@ -21,7 +21,7 @@ import pandas as pd
 from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags
-from scaling_lab.report.stats import LEVEL, difference, summarize
+from scaling_lab.report.stats import LEVEL, SeedNoise, difference, summarize
 
 KINDS = ("variant", "search")
 FORMATS = ("md", "tex", "csv")
@@ -73,6 +73,7 @@ class ReportContext:
     paper_peers: list[dict] = field(default_factory=list)
     objectives: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    noise: SeedNoise | None = None  # a search's single-run noise, from ``lab calibrate``
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -288,6 +289,8 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     if ctx.kind == "search":
         out["pareto"] = pareto_flags(rows, ctx.search_objectives).to_numpy()
     out["row"] = "result"
+    if ctx.kind == "search" and not repeated and ctx.noise is not None:
+        _with_noise_bands(out, ctx)
     if repeated:
         out["n_seeds"] = rows["n_seeds"]
     finished = dict(zip(rows["label"], finished_mask(rows)))
@@ -297,6 +300,27 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     if repeated:
         out = _with_seed_rows(out, results, shown)
     return out
+
+
+def _with_noise_bands(out: pd.DataFrame, ctx: ReportContext) -> None:
+    """A search's single runs with the calibrated noise: ``<metric>_ci95`` (a run's 95%
+    interval) and ``vs_best`` (difference from the best run, points) with ``vs_best_ns``
+    (within the 95% interval of a difference of two single runs)."""
+    noise = ctx.noise
+    assert noise is not None
+    metric = noise.metric
+    if metric not in out.columns:
+        return
+    values = out[metric].where(finished_mask(out))
+    out[f"{metric}_ci95"] = np.where(values.notna(), noise.ci95 * 100.0, np.nan)
+    if not values.notna().any():
+        return
+    best = values.max() if ctx.search_objectives.get(metric, "max") == "max" else values.min()
+    out["vs_best"] = values - best
+    out["vs_best_ns"] = [
+        None if pd.isna(d) else bool(abs(d) <= noise.difference_ci95 * 100.0)
+        for d in out["vs_best"]
+    ]
 
 
 def _improvement(
@@ -423,6 +447,12 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
         names = [(col, header)] + ([(f"{col}_paper", f"{header} (paper)")] if paper else [])
         for source, name in names:
             out[name] = _cells(numeric, col, source, how, decimals)
+    if "vs_best" in numeric.columns and ctx.noise is not None:
+        header = dict((c, h) for c, h, _ in COLUMNS).get(ctx.noise.metric, ctx.noise.metric)
+        out[f"{header} vs best"] = [
+            "" if imp else _format_versus_best(d, ns, decimals)
+            for d, ns, imp in zip(numeric["vs_best"], numeric["vs_best_ns"], improvement)
+        ]
     if ctx.kind == "search":
         pareto = numeric["pareto"].fillna(False).astype(bool)
         out["Pareto"] = ["*" if p and not imp else "" for p, imp in zip(pareto, improvement)]
@@ -435,7 +465,7 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     out.attrs = {
         "improvement": bool(improvement.any()),
         "latency_device": devices,
-        "stats_note": _stats_note(numeric, [col for col, *_ in shown]),
+        "stats_note": _stats_note(numeric, [col for col, *_ in shown], ctx),
     }
     return out
 
@@ -444,6 +474,7 @@ def _cells(numeric: pd.DataFrame, col: str, source: str, how: str | None, decima
     """One display column: values (``mean ± std`` over repeats) and the improvement cell
     (``+Δ ± CI``, ``(n.s.)`` when the interval contains 0)."""
     spread = source == col and f"{col}_std" in numeric.columns
+    band = source == col and not spread and f"{col}_ci95" in numeric.columns
     cells = []
     for _, row in numeric.iterrows():
         v = row[source]
@@ -452,6 +483,9 @@ def _cells(numeric: pd.DataFrame, col: str, source: str, how: str | None, decima
             std = row.get(f"{col}_std") if spread else None
             if std is not None and pd.notna(std) and cell != MISSING:
                 cell = f"{cell.removesuffix('%')} ± {std:.{decimals}f}%"
+            ci = row.get(f"{col}_ci95") if band else None
+            if ci is not None and pd.notna(ci) and cell != MISSING:
+                cell = f"{cell.removesuffix('%')} ± {ci:.{decimals}f}%"
             cells.append(cell)
             continue
         cell = _format_change(v, how, decimals)
@@ -464,12 +498,23 @@ def _cells(numeric: pd.DataFrame, col: str, source: str, how: str | None, decima
     return cells
 
 
-def _stats_note(numeric: pd.DataFrame, shown: list[str]) -> str:
-    """What the AP cells state about seed noise: the repeats and tests, or that none exist."""
+def _format_versus_best(delta: Any, not_significant: Any, decimals: int) -> str:
+    if pd.isna(delta):
+        return MISSING
+    if delta == 0:
+        return "best"
+    return f"{delta:+.{decimals}f}" + (" (n.s.)" if not_significant else "")
+
+
+def _stats_note(numeric: pd.DataFrame, shown: list[str], ctx: ReportContext) -> str:
+    """What the AP cells state about seed noise: the repeats and tests, the calibrated noise
+    of a search's single runs, or that no estimate exists."""
     measured = numeric[numeric["row"] == "result"]
     aps = [col for col in shown if col in AP_KEYS]
     if not aps or not measured[aps].notna().any().any():
         return ""
+    if "vs_best" in numeric.columns and ctx.noise is not None:
+        return _noise_note(ctx.noise)
     if "n_seeds" not in numeric.columns:
         return "One seed: no noise estimate (set seeds: N in the experiment to repeat each row)."
     counts = sorted({int(n) for n in measured["n_seeds"].dropna() if n > 0})
@@ -482,6 +527,18 @@ def _stats_note(numeric: pd.DataFrame, shown: list[str]) -> str:
         level = f"{LEVEL:.0%}"
         note += f" Improvement: difference ± {level} CI ({how}); n.s.: the CI contains 0."
     return note
+
+
+def _noise_note(noise: SeedNoise) -> str:
+    header = dict((c, h) for c, h, _ in COLUMNS).get(noise.metric, noise.metric)
+    level = f"{LEVEL:.0%}"
+    return (
+        f"One run per design. {header}: ± the {level} interval of a single run, from the seed "
+        f"noise lab calibrate measured at this budget (pooled std {100 * noise.std:.1f} points "
+        f"over {noise.designs} designs x {noise.seeds} seeds, {noise.df} df). '{header} vs "
+        f"best': difference from the best run; n.s. within ±{100 * noise.difference_ci95:.1f}, "
+        f"the {level} interval of the difference of two single runs."
+    )
 
 
 def _devices(numeric: pd.DataFrame) -> str:

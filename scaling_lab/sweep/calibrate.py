@@ -13,6 +13,7 @@ grace period) comes from the per-epoch history the trial rows keep.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -51,10 +52,20 @@ class Calibration:
     rung_epoch: int
     budget: str | None
     epochs: int
+    train: dict[str, Any]  # the budget's training settings (a search table matches on them)
     seeds: int
     designs: tuple[Variant, ...]
     runs: pd.DataFrame  # design, seed, status, final, rung, epochs_done
     wall_s: float
+
+
+def training_settings(experiment: Experiment, budget: str | None) -> dict[str, Any]:
+    """The budget's training settings and proxy as plain JSON values: what a calibration is
+    valid for (a report uses its noise only for a search trained with exactly these)."""
+    settings = dict(experiment.train_config(budget))
+    if experiment.proxy is not None:
+        settings["proxy"] = experiment.proxy.describe()
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
 def ranking_metric(experiment: Experiment) -> tuple[str, str]:
@@ -239,6 +250,7 @@ def run_calibration(
         rung_epoch=rung[1],
         budget=budget,
         epochs=int(experiment.train_config(budget).get("epochs", 300)),
+        train=training_settings(experiment, budget),
         seeds=seeds,
         designs=derived.variants,
         runs=run_table(frame.to_dict("records"), metric, rung),

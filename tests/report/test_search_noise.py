@@ -1,0 +1,99 @@
+"""A search's single runs with the seed noise ``lab calibrate`` measured at its budget: the
+pooled std, each run's interval and which designs are distinguishable from the best."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from scaling_lab.report.calibration import calibration_stats
+from scaling_lab.report.stats import SeedNoise, pooled_std
+from scaling_lab.report.sweep_report import calibrated_noise
+from scaling_lab.report.sweep_table import ReportContext, numeric_table, paper_table
+from scaling_lab.sweep.calibrate import training_settings
+from scaling_lab.sweep.experiment import load_experiment
+
+
+def test_pooled_std_is_the_anova_within_mean_square():
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(m, 0.03, n) for m, n in ((0.1, 3), (0.2, 2), (0.3, 4), (0.4, 1))]
+    std, df = pooled_std(groups)
+    assert df == (3 - 1) + (2 - 1) + (4 - 1)  # a lone run adds no degree of freedom
+    # one-way ANOVA: F = MSB / MSW; MSW is the pooled variance, recovered from scipy's F
+    kept = groups[:3]
+    f = stats.f_oneway(*kept).statistic
+    grand = np.concatenate(kept).mean()
+    msb = sum(len(g) * (g.mean() - grand) ** 2 for g in kept) / (len(kept) - 1)
+    assert std**2 == pytest.approx(msb / f, rel=1e-9)
+    assert pooled_std([[0.1], [0.2]]) == (pytest.approx(math.nan, nan_ok=True), 0)
+
+
+def test_calibration_records_the_pooled_noise():
+    runs = pd.DataFrame(
+        [
+            {"design": d, "seed": s, "status": "finished", "final": v, "rung": v, "epochs_done": 3}
+            for d, values in {"a": [0.10, 0.12, 0.11], "b": [0.30, 0.26, 0.28]}.items()
+            for s, v in enumerate(values)
+        ]
+    )
+    report = calibration_stats(runs, [{"label": "a"}, {"label": "b"}])
+    expected = math.sqrt(
+        (np.var([0.10, 0.12, 0.11], ddof=1) + np.var([0.30, 0.26, 0.28], ddof=1)) / 2
+    )
+    assert report["pooled_std"] == pytest.approx(expected, abs=1e-6) and report["pooled_df"] == 4
+
+
+def _search_results() -> pd.DataFrame:
+    rows = [("t0", 0.30), ("t1", 0.28), ("t2", 0.20), ("t3", None)]
+    return pd.DataFrame(
+        [
+            {"key": k, "label": k, "status": "finished" if v is not None else "stopped",
+             "AP50": v, "params": 1e6 * (i + 1), "param:scale.width": 0.25 * (i + 1)}
+            for i, (k, v) in enumerate(rows)
+        ]
+    )  # fmt: skip
+
+
+def test_single_runs_get_the_calibrated_interval_and_a_difference_from_the_best():
+    noise = SeedNoise(metric="AP50", std=0.02, df=10, designs=5, seeds=3)
+    ctx = ReportContext(experiment="s", kind="search", objectives={"AP50": "max"}, noise=noise)
+    numeric = numeric_table(_search_results(), ctx)
+    t = stats.t.ppf(0.975, 10)
+    assert numeric.loc[0, "AP50_ci95"] == pytest.approx(100 * t * 0.02)
+    assert np.isnan(numeric.loc[3, "AP50_ci95"])  # a stopped trial has no final value
+    threshold = 100 * t * 0.02 * math.sqrt(2)  # about 6.3 points
+    assert list(numeric["vs_best"].round(6)[:3]) == [0.0, -2.0, -10.0]
+    assert 2.0 < threshold < 10.0
+    assert list(numeric["vs_best_ns"][:3]) == [True, True, False]
+    table = paper_table(_search_results(), ctx)
+    assert list(table["AP50 vs best"][:3]) == ["best", "-2.0 (n.s.)", "-10.0"]
+    assert table.loc[0, "AP50"] == f"30.0 ± {100 * t * 0.02:.1f}%"
+    assert "pooled std 2.0 points over 5 designs x 3 seeds, 10 df" in table.attrs["stats_note"]
+
+
+def test_without_a_calibration_the_table_says_there_is_no_noise_estimate():
+    ctx = ReportContext(experiment="s", kind="search", objectives={"AP50": "max"})
+    table = paper_table(_search_results(), ctx)
+    assert "AP50 vs best" not in table.columns
+    assert table.attrs["stats_note"].startswith("One seed: no noise estimate")
+
+
+def test_a_calibration_counts_only_for_the_settings_it_ran(tmp_path):
+    experiment = load_experiment("experiments/elan_search.yaml", check_graphs=False)
+    report = {"metric": "AP50", "pooled_std": 0.02, "pooled_df": 10, "designs": 5, "seeds": 3,
+              "train": training_settings(experiment, None)}  # fmt: skip
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(report))
+    noise = calibrated_noise(experiment, path)
+    assert noise == SeedNoise(metric="AP50", std=0.02, df=10, designs=5, seeds=3)
+    assert calibrated_noise(experiment, path, "paper") is None  # another budget
+    other = {**report, "train": {**report["train"], "epochs": 99}}
+    path.write_text(json.dumps(other))
+    assert calibrated_noise(experiment, path) is None  # the settings changed since
+    path.write_text("{not json")
+    assert calibrated_noise(experiment, path) is None
