@@ -63,7 +63,7 @@ def training_settings(experiment: Experiment, budget: str | None) -> dict[str, A
     """The budget's training settings and proxy as plain JSON values: what a calibration is
     valid for (a report uses its noise only for a search trained with exactly these)."""
     settings = dict(experiment.train_config(budget))
-    if experiment.proxy is not None:
+    if experiment.proxy is not None and budget is None:  # named budgets train full size
         settings["proxy"] = experiment.proxy.describe()
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 

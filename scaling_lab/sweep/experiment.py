@@ -722,10 +722,12 @@ def variant_graph(experiment: Experiment, variant: Variant, changes: Overrides |
     return materialize(graph, changes, source=experiment.path)
 
 
-def training_graph(experiment: Experiment, graph):
-    """The graph a trial trains: ``graph`` itself, or its proxy (depth, then width)."""
+def training_graph(experiment: Experiment, graph, budget: str | None = None):
+    """The graph a trial trains: ``graph`` itself, or its proxy (depth, then width). The
+    proxy stands in at the experiment's own budget only: a named budget (``--budget paper``,
+    the recipe for a GPU cluster) trains the full-size model."""
     proxy = experiment.proxy
-    if proxy is None:
+    if proxy is None or budget is not None:
         return graph
     from scaling_lab.transforms.scale import scale
 

@@ -149,7 +149,8 @@ def _new_row(
     }
     if changes.scale:
         row["scale"] = json.dumps(changes.scale, sort_keys=True)
-    if experiment.proxy is not None and experiment.trains(ctx.profile_only):
+    proxied = experiment.proxy is not None and ctx.budget is None
+    if proxied and experiment.trains(ctx.profile_only):
         row["proxy"] = json.dumps(dataclasses.asdict(experiment.proxy), sort_keys=True)
     for path, value in sampled.items():
         row[f"param:{path}"] = value
@@ -297,7 +298,7 @@ class Trial:
         from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
 
-        graph = training_graph(self.experiment, graph)  # the proxy, if there is one
+        graph = training_graph(self.experiment, graph, self.ctx.budget)  # the proxy, if any
         settings = self.settings
         cpus = int(self.experiment.resources.cpu)
         torch.set_num_threads(max(1, cpus))

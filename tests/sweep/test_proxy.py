@@ -42,6 +42,7 @@ def test_the_proxy_is_the_scale_transform_depth_then_width(tmp_path):
     assert got.node("elan2").cfg.depth == 2 and full.node("elan2").cfg.depth == 4
     no_proxy = _load(tmp_path, "null")
     assert training_graph(no_proxy, full) is full
+    assert training_graph(experiment, full, "paper") is full  # a named budget: full size
 
 
 def test_a_proxy_keeps_the_auxiliary_head_and_block_types(tmp_path):
