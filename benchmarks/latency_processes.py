@@ -22,7 +22,7 @@ heap trimming and its moving mmap threshold), which is what made identical kerne
 
 Reported per model: each side's median over rounds (of the per-process medians), the
 per-round ratios ours/reference and bench/ours with their median and range, and the median
-faults per call. Writes ``reports/latency/processes.json`` and ``processes.csv``.
+faults per call. Writes ``reports/latency/processes_<T>t.json`` and ``.csv`` (T: threads).
 
 Usage::
 
@@ -173,8 +173,9 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         "reference": str(args.reference) if args.reference else None,
     }
     payload = {"protocol": protocol, "results": results}
-    (out / "processes.json").write_text(json.dumps(payload, indent=1) + "\n")
-    with (out / "processes.csv").open("w", newline="") as handle:
+    stem = f"processes_{args.threads}t"  # one file pair per thread count
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    with (out / f"{stem}.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["model", "img", "threads", "side", "median_ms", "faults_per_call"])
         for result in results:
@@ -182,7 +183,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 faults = result["faults_per_call"][side]
                 row = [result["model"], args.img, args.threads, side, f"{ms:.2f}", faults]
                 writer.writerow(row)
-    print(f"wrote {out / 'processes.json'} and {out / 'processes.csv'}")
+    print(f"wrote {out / stem}.json and .csv")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
