@@ -93,9 +93,12 @@ def calibrated_noise(
     if report.get("train") != training_settings(experiment, budget):
         return None
     std, df = report.get("pooled_std"), report.get("pooled_df")
-    if not isinstance(std, int | float) or not isinstance(df, int) or df < 1:
+    designs, seeds = report.get("designs"), report.get("seeds")
+    counts = (df, designs, seeds)
+    if not isinstance(std, int | float) or not all(isinstance(n, int) for n in counts):
+        return None  # a damaged file says nothing either
+    if df < 1:
         return None
-    designs, seeds = int(report.get("designs", 0)), int(report.get("seeds", 0))
     return SeedNoise(metric=metric, std=float(std), df=df, designs=designs, seeds=seeds)
 
 

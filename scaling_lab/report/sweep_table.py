@@ -49,6 +49,7 @@ MEANS = ("params", "params_m", "gmacs", "gflops", "latency_ms", "fps", "peak_mem
 MEANS += ("latency_pred_ms",)
 MEANS += ("epochs_done", "wall_s")  # averaged over a row's seeds (AP_KEYS: with their spread)
 NOT_RUN = "not run"
+HEADER = {col: header for col, header, _ in COLUMNS}  # column -> its header in the table
 TEXT_HEADERS = ("Model", "Status")
 MISSING = "-"
 ERROR_CHARS = 80
@@ -290,7 +291,7 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
         out["pareto"] = pareto_flags(rows, ctx.search_objectives).to_numpy()
     out["row"] = "result"
     if ctx.kind == "search" and not repeated and ctx.noise is not None:
-        _with_noise_bands(out, ctx)
+        _with_noise_bands(out, ctx.noise, ctx.search_objectives.get(ctx.noise.metric, "max"))
     if repeated:
         out["n_seeds"] = rows["n_seeds"]
     finished = dict(zip(rows["label"], finished_mask(rows)))
@@ -302,12 +303,10 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     return out
 
 
-def _with_noise_bands(out: pd.DataFrame, ctx: ReportContext) -> None:
+def _with_noise_bands(out: pd.DataFrame, noise: SeedNoise, mode: str) -> None:
     """A search's single runs with the calibrated noise: ``<metric>_ci95`` (a run's 95%
     interval) and ``vs_best`` (difference from the best run, points) with ``vs_best_ns``
-    (within the 95% interval of a difference of two single runs)."""
-    noise = ctx.noise
-    assert noise is not None
+    (within the 95% interval of a difference of two single runs); ``mode``: max or min."""
     metric = noise.metric
     if metric not in out.columns:
         return
@@ -315,7 +314,7 @@ def _with_noise_bands(out: pd.DataFrame, ctx: ReportContext) -> None:
     out[f"{metric}_ci95"] = np.where(values.notna(), noise.ci95 * 100.0, np.nan)
     if not values.notna().any():
         return
-    best = values.max() if ctx.search_objectives.get(metric, "max") == "max" else values.min()
+    best = values.max() if mode == "max" else values.min()
     out["vs_best"] = values - best
     out["vs_best_ns"] = [
         None if pd.isna(d) else bool(abs(d) <= noise.difference_ci95 * 100.0)
@@ -448,7 +447,7 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
         for source, name in names:
             out[name] = _cells(numeric, col, source, how, decimals)
     if "vs_best" in numeric.columns and ctx.noise is not None:
-        header = dict((c, h) for c, h, _ in COLUMNS).get(ctx.noise.metric, ctx.noise.metric)
+        header = HEADER.get(ctx.noise.metric, ctx.noise.metric)
         out[f"{header} vs best"] = [
             "" if imp else _format_versus_best(d, ns, decimals)
             for d, ns, imp in zip(numeric["vs_best"], numeric["vs_best_ns"], improvement)
@@ -530,7 +529,7 @@ def _stats_note(numeric: pd.DataFrame, shown: list[str], ctx: ReportContext) -> 
 
 
 def _noise_note(noise: SeedNoise) -> str:
-    header = dict((c, h) for c, h, _ in COLUMNS).get(noise.metric, noise.metric)
+    header = HEADER.get(noise.metric, noise.metric)
     level = f"{LEVEL:.0%}"
     return (
         f"One run per design. {header}: ± the {level} interval of a single run, from the seed "
