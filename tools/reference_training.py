@@ -151,6 +151,7 @@ def run_ours(work: Path, seeds: list[int], recipe: str) -> None:
             "--nominal-batch", str(BUDGET["nominal_batch"]),
             "--warmup-min-steps", str(BUDGET["warmup_min_steps"]), "--device", "cpu",
             "--seed", str(seed), "--recipe", recipe, "--out", str(run), "--no-tensorboard",
+            "--no-autoanchor",  # as the reference side (--noautoanchor)
         ]  # fmt: skip
         if run.exists():
             cmd = [cmd[0], "train", "--resume", str(run)]

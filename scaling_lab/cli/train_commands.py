@@ -107,6 +107,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         aux_constraint=args.aux_constraint == "on",
         assign=args.assign,
         aux_head=not args.no_aux_head,
+        autoanchor=not args.no_autoanchor,
         tensorboard=not args.no_tensorboard,
         hyp={**_hyp_file(args.hyp_file), **_parse_hyp(args.hyp)},
         recipe=args.recipe,
@@ -222,6 +223,12 @@ def _add_train_parser(sub) -> None:
         "--no-aux-head",
         "train without the auxiliary head: it (and what only it reads) leaves the training "
         "graph (the base rows of the paper's Tables 6-8)",
+    )
+    add_switch(
+        tr,
+        "--no-autoanchor",
+        "keep the model's anchors even when they fit < 98%% of the training labels (by default "
+        "they are refit to the labels first, as the reference trainer does)",
     )
     tr.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/train/MODEL)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")

@@ -56,6 +56,9 @@ class TrainConfig:
     # "reference": the reference trainer's behaviour; "ours": our deliberate departures
     # (scaling_lab.train.recipe.OURS_DIFFERS)
     recipe: Literal["reference", "ours"] = "reference"
+    # refit the anchors to the training labels when they match < 98% of them (autoanchor.py),
+    # as the reference trainer does unless --noautoanchor
+    autoanchor: bool = True
     eval_every: int = 1  # evaluate every K epochs (0: last epoch only); always the last one
     eval_fused: bool = False  # also evaluate reparameterize(EMA)
     save_every: int = 0  # mid-epoch checkpoint every N steps (0: epoch ends only)
@@ -130,6 +133,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         if "recipe" not in data:  # written before the switch existed: those runs reshuffled
             data = {**data, "recipe": "ours", "assign": data.get("assign", "own_prior")}
+        if "autoanchor" not in data:  # written before autoanchor existed: trained without
+            data = {**data, "autoanchor": False}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

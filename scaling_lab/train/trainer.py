@@ -19,9 +19,11 @@ counters (``optim.Schedule``), so there is no scheduler state to restore.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +41,7 @@ from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.nn.memory import check_fits
 from scaling_lab.schema import FieldError
 from scaling_lab.train import ddp
+from scaling_lab.train.autoanchor import AnchorFit, check_anchors
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import (
     FORMAT,
@@ -111,6 +114,7 @@ class Trainer:
         self.best_fitness = 0.0
         self.best_epoch: int | None = None
         self.metrics: dict[str, Any] = {}
+        self.anchor_fit: AnchorFit | None = None  # set when the anchors were checked
         self.fused_metrics: dict[str, Any] = {}
         self.epoch_loss_sum = [0.0] * len(LOSS_KEYS)
         self._val_loader: Any = None
@@ -144,6 +148,8 @@ class Trainer:
         else:
             self.hyp = {**backends.get_default_hyp()(model_size(self.model)), **cfg.hyp}
         head = detect_head(self.model)
+        if not self.ckpt and cfg.autoanchor and head is not None:
+            self._fit_anchors(head)
         n_levels = head.n_levels if head is not None else 3
         loss_hyp = scale_loss_gains(self.hyp, n_levels=n_levels, nc=self.nc, img_size=self.img_size)
         self.criterion = backends.get_criterion()(
@@ -223,7 +229,31 @@ class Trainer:
 
             graph = drop_aux_heads(graph)
         self.spec_text = dump_spec(graph)
+        self._graph = graph
         return create_model(graph)
+
+    def _fit_anchors(self, head: nn.Module) -> None:
+        """Refit the head's anchors to the training labels when they match too few of them
+        (``autoanchor.py``); the run's spec then carries the fitted anchors."""
+        from scaling_lab.graph.block_graph import dump_spec
+
+        fit = check_anchors(
+            self.info.records("train"),
+            head.anchors.detach().cpu().numpy(),
+            self.img_size,
+            anchor_t=float(self.hyp["anchor_t"]),
+            seed=self.cfg.seed,
+        )
+        self.anchor_fit = fit
+        if self.cfg.progress and self.is_main:
+            print(fit.summary(), file=sys.stderr)
+        if not fit.refit:
+            return
+        with torch.no_grad():
+            head.anchors.copy_(torch.as_tensor(fit.anchors, dtype=head.anchors.dtype))
+        levels = tuple(tuple(float(v) for v in level.reshape(-1)) for level in fit.anchors)
+        self._graph = dataclasses.replace(self._graph, anchors=levels)
+        self.spec_text = dump_spec(self._graph)
 
     def _train_loader(self) -> Any:
         cfg = self.cfg
@@ -265,6 +295,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "spec.yaml").write_text(self.spec_text)
         settings = {"config": self.cfg.to_dict(), "hyp": self.hyp}
+        if self.anchor_fit is not None:
+            settings["autoanchor"] = self.anchor_fit.to_dict()
         (self.run_dir / "train.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
     # --- checkpoints ------------------------------------------------------------------

@@ -34,6 +34,7 @@ FAKE_HYP = {
     "box": 0.05,
     "cls": 0.3,
     "obj": 0.7,
+    "anchor_t": 4.0,
 }
 
 
@@ -44,6 +45,9 @@ class FakeInfo:
     n_val: int = 4
     bad_index: int | None = None  # a sample that raises, like a corrupt image
     val_ann: str = "fake_instances_val.json"
+
+    def records(self, split: str) -> list:
+        return []  # no labels: autoanchor keeps the model's anchors
 
 
 def fake_resolve(data: str, **overrides) -> FakeInfo:
