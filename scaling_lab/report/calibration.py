@@ -34,7 +34,7 @@ from scipy import stats as scipy_stats
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.report.stats import pooled_std, summarize
+from scaling_lab.report.stats import interaction_std, pooled_std, summarize
 
 if TYPE_CHECKING:
     from scaling_lab.sweep.calibrate import Calibration
@@ -132,6 +132,7 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
     }
     checks = {name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()}
     std, df = pooled_std(groups)
+    shared_std, shared_df = interaction_std(wide.to_numpy(dtype=float))
     return {
         **{name: _plain(value) for name, value in stats.items()},
         "rung_final_over": "runs",
@@ -140,6 +141,9 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
         "separates": all(checks.values()),
         "pooled_std": _plain(std),  # one run's seed noise, for the search table's intervals
         "pooled_df": df,
+        # what is left of it between two designs trained with the same seed (a search's)
+        "interaction_std": _plain(shared_std),
+        "interaction_df": shared_df,
         "per_design": _per_design(runs, designs),
         "runs": int(np.isfinite(runs["final"].astype(float)).sum()),
         "failed_runs": int((runs["status"] != "finished").sum()),
@@ -171,6 +175,26 @@ def _verdict(report: dict) -> list[str]:
     return lines
 
 
+def _noise_lines(report: dict) -> list[str]:
+    """The seed noise a search table will use (older files may lack the interaction)."""
+    metric, std = report["metric"], report.get("pooled_std")
+    if std is None:
+        return []
+    lines = [
+        "",
+        f"Seed noise of one run: pooled std {_value(metric, std)} points "
+        f"({report.get('pooled_df')} df).",
+    ]
+    shared = report.get("interaction_std")
+    if shared is not None:
+        lines[-1] += (
+            f" Between two designs trained with the same seed (as a search trains them), the "
+            f"design x seed interaction std: {_value(metric, shared)} points "
+            f"({report.get('interaction_df')} df)."
+        )
+    return lines
+
+
 def calibration_markdown(report: dict) -> str:
     metric = report["metric"]
     unit = " (%)" if metric in AP_KEYS else ""
@@ -192,6 +216,7 @@ def calibration_markdown(report: dict) -> str:
         head,
         "",
         *_verdict(report),
+        *_noise_lines(report),
         "",
         f"| design | changes | n | {metric}{unit} mean | std | "
         f"{report['rung_metric']} at epoch {report['rung_epoch']}{unit} |",

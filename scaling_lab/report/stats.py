@@ -112,13 +112,26 @@ class SeedNoise:
     df: int
     designs: int
     seeds: int
+    # the design x seed interaction std (``interaction_std``): the noise of a difference
+    # between two designs trained with the same seed, as a search trains them; None: unknown
+    shared_seed_std: float | None = None
+    shared_seed_df: int = 0
 
     @property
     def ci95(self) -> float:
         return _t(self.df) * self.std
 
     @property
+    def paired(self) -> bool:
+        """Whether differences use the interaction (same-seed) noise."""
+        return self.shared_seed_std is not None and self.shared_seed_df >= 1
+
+    @property
     def difference_ci95(self) -> float:
+        """Half-width of the 95% interval of the difference of two single runs: with the same
+        seed (a search's), 2 x the interaction variance; else 2 x the pooled variance."""
+        if self.paired:
+            return _t(self.shared_seed_df) * self.shared_seed_std * math.sqrt(2)
         return _t(self.df) * self.std * math.sqrt(2)
 
 
@@ -132,3 +145,21 @@ def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
             squares += float(((x - x.mean()) ** 2).sum())
             df += len(x) - 1
     return (math.sqrt(squares / df), df) if df else (math.nan, 0)
+
+
+def interaction_std(table: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """The residual std of the additive model ``value = design + seed`` (two-way ANOVA
+    without replication) over the designs (rows) with a finite value for every seed
+    (columns), and its degrees of freedom (designs - 1)(seeds - 1); (NaN, 0) without two
+    such designs and two seeds. A seed's data order and initialisation push every design the
+    same way (the shared part cancels in a same-seed difference); this is what is left."""
+    x = np.asarray([[float(v) for v in row] for row in table], dtype=float)
+    if x.ndim != 2:
+        return math.nan, 0
+    x = x[np.isfinite(x).all(1)]
+    n_designs, n_seeds = x.shape if x.size else (0, 0)
+    df = (n_designs - 1) * (n_seeds - 1)
+    if n_designs < 2 or n_seeds < 2:
+        return math.nan, 0
+    residual = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+    return math.sqrt(float((residual**2).sum()) / df), df

@@ -99,7 +99,17 @@ def calibrated_noise(
         return None  # a damaged file says nothing either
     if df < 1:
         return None
-    return SeedNoise(metric=metric, std=float(std), df=df, designs=designs, seeds=seeds)
+    shared_std, shared_df = report.get("interaction_std"), report.get("interaction_df")
+    shared = isinstance(shared_std, int | float) and isinstance(shared_df, int) and shared_df >= 1
+    return SeedNoise(
+        metric=metric,
+        std=float(std),
+        df=df,
+        designs=designs,
+        seeds=seeds,
+        shared_seed_std=float(shared_std) if shared else None,
+        shared_seed_df=shared_df if shared else 0,
+    )
 
 
 def _proxy_note(frame: pd.DataFrame) -> str:

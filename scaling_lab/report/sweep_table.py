@@ -536,7 +536,13 @@ def _noise_note(noise: SeedNoise) -> str:
         f"noise lab calibrate measured at this budget (pooled std {100 * noise.std:.1f} points "
         f"over {noise.designs} designs x {noise.seeds} seeds, {noise.df} df). '{header} vs "
         f"best': difference from the best run; n.s. within ±{100 * noise.difference_ci95:.1f}, "
-        f"the {level} interval of the difference of two single runs."
+        f"the {level} interval of the difference of two single runs"
+        + (
+            f" with the same seed, as here (design x seed interaction std "
+            f"{100 * noise.shared_seed_std:.1f} points, {noise.shared_seed_df} df)."
+            if noise.paired
+            else "."
+        )
     )
 
 

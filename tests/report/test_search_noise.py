@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from scaling_lab.report.calibration import calibration_stats
-from scaling_lab.report.stats import SeedNoise, pooled_std
+from scaling_lab.report.stats import SeedNoise, interaction_std, pooled_std
 from scaling_lab.report.sweep_report import calibrated_noise
 from scaling_lab.report.sweep_table import ReportContext, numeric_table, paper_table
 from scaling_lab.sweep.calibrate import training_settings
@@ -97,3 +97,67 @@ def test_a_calibration_counts_only_for_the_settings_it_ran(tmp_path):
     assert calibrated_noise(experiment, path) is None  # the settings changed since
     path.write_text("{not json")
     assert calibrated_noise(experiment, path) is None
+
+
+def _additive_fit_residual_std(table: np.ndarray) -> tuple[float, int]:
+    """The residual std of value ~ design + seed by least squares on dummy columns."""
+    n_designs, n_seeds = table.shape
+    rows, y = [], []
+    for d in range(n_designs):
+        for s in range(n_seeds):
+            dummies = [1.0] + [float(d == i) for i in range(1, n_designs)]
+            rows.append(dummies + [float(s == j) for j in range(1, n_seeds)])
+            y.append(table[d, s])
+    design, y = np.asarray(rows), np.asarray(y)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    df = len(y) - design.shape[1]
+    return math.sqrt(float(((y - design @ coef) ** 2).sum()) / df), df
+
+
+def test_interaction_std_is_the_residual_of_the_additive_model():
+    rng = np.random.default_rng(1)
+    design_effect, seed_effect = rng.normal(0, 0.05, (5, 1)), rng.normal(0, 0.04, (1, 3))
+    table = 0.2 + design_effect + seed_effect + rng.normal(0, 0.01, (5, 3))
+    std, df = interaction_std(table)
+    expected_std, expected_df = _additive_fit_residual_std(table)
+    assert df == expected_df == (5 - 1) * (3 - 1)
+    assert std == pytest.approx(expected_std, rel=1e-9)
+    assert std < pooled_std(table)[0]  # the shared seed effect is removed
+    with_gap = np.vstack([table, [0.3, np.nan, 0.3]])  # an incomplete design is left out
+    assert interaction_std(with_gap) == (pytest.approx(std), df)
+    assert interaction_std(table[:1])[1] == 0 and interaction_std(table[:, :1])[1] == 0
+
+
+def test_a_search_compares_same_seed_runs_with_the_interaction_noise(tmp_path):
+    experiment = load_experiment("experiments/elan_search.yaml", check_graphs=False)
+    report = {"metric": "AP50", "pooled_std": 0.05, "pooled_df": 10, "designs": 5, "seeds": 3,
+              "interaction_std": 0.02, "interaction_df": 8,
+              "train": training_settings(experiment, None)}  # fmt: skip
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(report))
+    noise = calibrated_noise(experiment, path)
+    assert noise.paired and noise.shared_seed_df == 8
+    assert noise.ci95 == pytest.approx(stats.t.ppf(0.975, 10) * 0.05)  # a run: total noise
+    assert noise.difference_ci95 == pytest.approx(stats.t.ppf(0.975, 8) * 0.02 * math.sqrt(2))
+    ctx = ReportContext(experiment="s", kind="search", objectives={"AP50": "max"}, noise=noise)
+    table = paper_table(_search_results(), ctx)
+    assert list(table["AP50 vs best"][:3]) == ["best", "-2.0 (n.s.)", "-10.0"]
+    assert "interaction std 2.0 points, 8 df" in table.attrs["stats_note"]
+    for damaged in ({"interaction_std": "x"}, {"interaction_df": 0}):
+        path.write_text(json.dumps({**report, **damaged}))
+        assert not calibrated_noise(experiment, path).paired  # falls back to the pooled noise
+
+
+def test_calibration_records_the_interaction_noise():
+    finals = {"a": [0.10, 0.14, 0.12], "b": [0.30, 0.33, 0.28], "c": [0.2, 0.25, 0.21]}
+    runs = pd.DataFrame(
+        [
+            {"design": d, "seed": s, "status": "finished", "final": v, "rung": v, "epochs_done": 3}
+            for d, values in finals.items()
+            for s, v in enumerate(values)
+        ]
+    )
+    report = calibration_stats(runs, [{"label": d} for d in finals])
+    std, df = _additive_fit_residual_std(np.array(list(finals.values())))
+    assert report["interaction_std"] == pytest.approx(std, abs=1e-6)
+    assert report["interaction_df"] == df == 4
