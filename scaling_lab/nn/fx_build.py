@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import fx, nn
 
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
+from scaling_lab.nn.heap import settle_heap_thresholds
 from scaling_lab.nn.memory import check_fits
 from scaling_lab.ops.base import TorchCall
 
@@ -39,6 +40,7 @@ def build_module(graph: LayerGraph) -> fx.GraphModule:
     """Build the LayerGraph as a module; parameter names follow layer names. A model whose
     weights and one image's activations would not fit in memory is refused first."""
     check_fits(graph)
+    settle_heap_thresholds()  # no heap trimming inside each CPU forward (heap.py)
     fx_graph = fx.Graph()
     env: dict[str, fx.Node] = {"input": fx_graph.placeholder("x")}
     submodules: dict[str, nn.Module] = {}

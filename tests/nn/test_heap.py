@@ -1,0 +1,64 @@
+"""settle_heap_thresholds, observed in fresh processes. glibc's mmap threshold starts at 128
+KiB and follows the largest mmapped block freed; by default, after torch's import, a 13 MiB
+block (yolov7-tiny's largest activation at 640 px) is mmapped and every call of a built model
+faults thousands of pages in again. Settled (as ``build_module`` does), the block comes from
+the heap and a built model's calls fault no pages in."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from scaling_lab.nn.heap import _glibc
+
+PLACEMENT = r"""
+import ctypes, json, sys, torch
+libc = ctypes.CDLL(None)
+libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_long]
+settled = False
+if sys.argv[1] == "settle":
+    from scaling_lab.nn.heap import settle_heap_thresholds
+    settled = settle_heap_thresholds()
+block = torch.empty(13 << 20, dtype=torch.uint8)
+print(json.dumps({"settled": settled, "on_heap": 0 < libc.sbrk(0) - block.data_ptr() < 1 << 30}))
+"""
+
+FORWARD_FAULTS = r"""
+import json, resource, torch
+from scaling_lab.models import create_model
+torch.set_num_threads(1)
+model = create_model("yolov7-tiny", img_size=640).eval()
+x = torch.rand(1, 3, 640, 640)
+faults = [0] * 8
+with torch.inference_mode():
+    for call in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        model(x)
+        faults[call] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps(faults[3:]))
+"""
+
+
+def _run(script: str, *args: str) -> object:
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+pytestmark = pytest.mark.skipif(not _glibc(), reason="glibc's dynamic mmap threshold only")
+
+
+def test_settled_thresholds_keep_activation_sized_blocks_on_the_heap():
+    assert _run(PLACEMENT, "default") == {"settled": False, "on_heap": False}  # mmapped
+    assert _run(PLACEMENT, "settle") == {"settled": True, "on_heap": True}
+
+
+def test_a_built_model_faults_no_pages_in_per_call():
+    faults = _run(FORWARD_FAULTS)
+    pages = (13 << 20) // 4096  # one largest activation
+    assert statistics.median(faults) < pages // 10, faults
