@@ -211,7 +211,12 @@ def calibration_markdown(report: dict) -> str:
         f"{report['designs']} designs x {report['seeds']} seeds at budget "
         f"'{report['budget'] or 'default'}' ({report['epochs']} epochs), ranked by {metric}; "
         f"{report['runs']} finished runs, {report['failed_runs']} not finished; "
-        f"wall time {report['wall_s']:.0f} s.",
+        f"wall time {report['wall_s']:.0f} s"
+        + (
+            f" ({report['run_s']:.0f} s of training summed over the runs)."
+            if report.get("run_s")
+            else "."
+        ),
         "",
         head,
         "",
@@ -280,5 +285,6 @@ def calibration_report(calibration: Calibration) -> dict:
         "designs": len(designs),
         "seeds": calibration.seeds,
         "wall_s": calibration.wall_s,
+        "run_s": calibration.run_s,
         **calibration_stats(calibration.runs, designs),
     }

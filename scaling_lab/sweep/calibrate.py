@@ -56,7 +56,8 @@ class Calibration:
     seeds: int
     designs: tuple[Variant, ...]
     runs: pd.DataFrame  # design, seed, status, final, rung, epochs_done
-    wall_s: float
+    wall_s: float  # this invocation (a resumed one only finishes what was left)
+    run_s: float = 0.0  # the runs' own times, summed (resumed ones included)
 
 
 def training_settings(experiment: Experiment, budget: str | None) -> dict[str, Any]:
@@ -255,4 +256,7 @@ def run_calibration(
         designs=derived.variants,
         runs=run_table(frame.to_dict("records"), metric, rung),
         wall_s=round(time.monotonic() - started, 1),
+        run_s=round(float(pd.to_numeric(frame.get("wall_s"), errors="coerce").sum()), 1)
+        if "wall_s" in frame
+        else 0.0,
     )
