@@ -236,6 +236,7 @@ class Trainer:
         """Refit the head's anchors to the training labels when they match too few of them
         (``autoanchor.py``); the run's spec then carries the fitted anchors."""
         from scaling_lab.graph.block_graph import dump_spec
+        from scaling_lab.graph.lower import lower
 
         fit = check_anchors(
             self.info.records("train"),
@@ -254,6 +255,7 @@ class Trainer:
         levels = tuple(tuple(float(v) for v in level.reshape(-1)) for level in fit.anchors)
         self._graph = dataclasses.replace(self._graph, anchors=levels)
         self.spec_text = dump_spec(self._graph)
+        self.model.layer_graph = lower(self._graph)  # the record the module carries, too
 
     def _train_loader(self) -> Any:
         cfg = self.cfg
