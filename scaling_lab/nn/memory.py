@@ -72,6 +72,12 @@ def estimate_bytes(layers: LayerGraph, *, batch: int = 1, grad: bool = False) ->
     return _FLOAT * (params + batch * outputs // 2)
 
 
+def activation_bytes(layers: LayerGraph, *, batch: int = 1) -> int:
+    """The activations' share of ``estimate_bytes`` (``batch`` images, inference)."""
+    outputs = layers.input_shape.elements + sum(layer.shape.elements for layer in layers)
+    return _FLOAT * batch * outputs // 2
+
+
 def _gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB"
 

@@ -15,6 +15,8 @@ from torch import fx, nn
 from scaling_lab.layers.fuse import deploy_layer_graph
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.nn.fx_build import build_module
+from scaling_lab.nn.heap import reserve_heap
+from scaling_lab.nn.memory import activation_bytes
 
 
 def _check_target(source: LayerGraph, target: LayerGraph) -> None:
@@ -90,4 +92,8 @@ def reparameterize(
         raise RuntimeError(f"reparameterize: no weights computed for {sorted(missing)[:5]}")
     fused.eval()
     fused.layer_graph = target
+    # the deploy module is what gets timed and served: free heap for one image's activations
+    # and as much again for the kernels' scratch buffers (untouched until a forward needs
+    # them), after its weights so that they do not take it (heap.py)
+    reserve_heap(2 * activation_bytes(target))
     return fused

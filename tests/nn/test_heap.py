@@ -1,8 +1,10 @@
-"""settle_heap_thresholds, observed in fresh processes. glibc's mmap threshold starts at 128
-KiB and follows the largest mmapped block freed; by default, after torch's import, a 13 MiB
-block (yolov7-tiny's largest activation at 640 px) is mmapped and every call of a built model
-faults thousands of pages in again. Settled (as ``build_module`` does), the block comes from
-the heap and a built model's calls fault no pages in."""
+"""settle_heap_thresholds and reserve_heap, observed in fresh processes. glibc's mmap threshold
+starts at 128 KiB and follows the largest mmapped block freed; by default, after torch's
+import, a 13 MiB block (yolov7-tiny's largest activation at 640 px) is mmapped and every call
+of a built model faults thousands of pages in again. Settled (as ``build_module`` does), the
+block comes from the heap and a built model's calls fault no pages in. Activations above
+glibc's 32 MiB cap are mapped afresh on every call unless the heap holds a free block that
+large: the reserve ``reparameterize`` makes for the deploy module."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import pytest
 
 from scaling_lab.nn.heap import _glibc
+from tests.conftest import TINY_SPEC
 
 PLACEMENT = r"""
 import ctypes, json, sys, torch
@@ -43,6 +46,27 @@ print(json.dumps(faults[3:]))
 """
 
 
+DEPLOY_FAULTS = r"""
+import json, resource, sys, torch
+import scaling_lab.nn.reparam as reparam
+from scaling_lab.models import create_model
+from scaling_lab.nn.reparam import reparameterize
+if sys.argv[2] == "no-reserve":
+    reparam.reserve_heap = lambda nbytes: 0
+torch.set_num_threads(1)
+spec = sys.argv[1]
+model = reparameterize(create_model(spec).eval())  # 1536 px: the stem's output is 36 MiB
+x = torch.rand(1, 3, 1536, 1536)
+faults = [0] * 6
+with torch.inference_mode():
+    for call in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        model(x)
+        faults[call] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps(faults[3:]))  # the reserve's pages are faulted in once, by the first calls
+"""
+
+
 def _run(script: str, *args: str) -> object:
     out = subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
@@ -62,3 +86,14 @@ def test_a_built_model_faults_no_pages_in_per_call():
     faults = _run(FORWARD_FAULTS)
     pages = (13 << 20) // 4096  # one largest activation
     assert statistics.median(faults) < pages // 10, faults
+
+
+def test_the_deploy_module_keeps_activations_above_the_cap_on_the_heap(tmp_path):
+    spec = tmp_path / "tiny1536.yaml"
+    spec.write_text(TINY_SPEC.replace("img_size: 64", "img_size: 1536"))
+    pages = (36 << 20) // 4096  # one stem output
+    without = _run(DEPLOY_FAULTS, str(spec), "no-reserve")
+    assert statistics.median(without) > pages // 2, without  # mapped afresh every call
+    reserved = _run(DEPLOY_FAULTS, str(spec), "reserve")
+    # mostly none; a call now and then still maps a block the reserve's fragments cannot hold
+    assert statistics.median(reserved) < statistics.median(without) / 8, (reserved, without)
