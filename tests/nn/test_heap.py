@@ -30,40 +30,27 @@ block = torch.empty(13 << 20, dtype=torch.uint8)
 print(json.dumps({"settled": settled, "on_heap": 0 < libc.sbrk(0) - block.data_ptr() < 1 << 30}))
 """
 
+# argv: model (zoo name or spec path), input size, "build" | "deploy" | "deploy-no-reserve";
+# prints the page faults of calls 4-6 (the first calls fault the reserve's pages in, once)
 FORWARD_FAULTS = r"""
-import json, resource, torch
-from scaling_lab.models import create_model
-torch.set_num_threads(1)
-model = create_model("yolov7-tiny", img_size=640).eval()
-x = torch.rand(1, 3, 640, 640)
-faults = [0] * 8
-with torch.inference_mode():
-    for call in range(8):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        model(x)
-        faults[call] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps(faults[3:]))
-"""
-
-
-DEPLOY_FAULTS = r"""
 import json, resource, sys, torch
 import scaling_lab.nn.reparam as reparam
 from scaling_lab.models import create_model
-from scaling_lab.nn.reparam import reparameterize
-if sys.argv[2] == "no-reserve":
+model_name, img, form = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if form == "deploy-no-reserve":
     reparam.reserve_heap = lambda nbytes: 0
 torch.set_num_threads(1)
-spec = sys.argv[1]
-model = reparameterize(create_model(spec).eval())  # 1536 px: the stem's output is 36 MiB
-x = torch.rand(1, 3, 1536, 1536)
+model = create_model(model_name, img_size=img).eval()
+if form.startswith("deploy"):
+    model = reparam.reparameterize(model)
+x = torch.rand(1, 3, img, img)
 faults = [0] * 6
 with torch.inference_mode():
     for call in range(6):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x)
         faults[call] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps(faults[3:]))  # the reserve's pages are faulted in once, by the first calls
+print(json.dumps(faults[3:]))
 """
 
 
@@ -83,7 +70,7 @@ def test_settled_thresholds_keep_activation_sized_blocks_on_the_heap():
 
 
 def test_a_built_model_faults_no_pages_in_per_call():
-    faults = _run(FORWARD_FAULTS)
+    faults = _run(FORWARD_FAULTS, "yolov7-tiny", "640", "build")
     pages = (13 << 20) // 4096  # one largest activation
     assert statistics.median(faults) < pages // 10, faults
 
@@ -91,9 +78,9 @@ def test_a_built_model_faults_no_pages_in_per_call():
 def test_the_deploy_module_keeps_activations_above_the_cap_on_the_heap(tmp_path):
     spec = tmp_path / "tiny1536.yaml"
     spec.write_text(TINY_SPEC.replace("img_size: 64", "img_size: 1536"))
-    pages = (36 << 20) // 4096  # one stem output
-    without = _run(DEPLOY_FAULTS, str(spec), "no-reserve")
+    pages = (36 << 20) // 4096  # one stem output (16 channels at 768 x 768)
+    without = _run(FORWARD_FAULTS, str(spec), "1536", "deploy-no-reserve")
     assert statistics.median(without) > pages // 2, without  # mapped afresh every call
-    reserved = _run(DEPLOY_FAULTS, str(spec), "reserve")
+    reserved = _run(FORWARD_FAULTS, str(spec), "1536", "deploy")
     # mostly none; a call now and then still maps a block the reserve's fragments cannot hold
     assert statistics.median(reserved) < statistics.median(without) / 8, (reserved, without)
