@@ -66,16 +66,16 @@ def memory_left() -> int | None:
 def estimate_bytes(layers: LayerGraph, *, batch: int = 1, grad: bool = False) -> int:
     """Bytes of weights plus ``batch`` images' activations (see the module docstring)."""
     params = sum(layer.op.count(layers.input_shapes(layer), layer.shape).params for layer in layers)
-    outputs = layers.input_shape.elements + sum(layer.shape.elements for layer in layers)
-    if grad:
+    if grad:  # weights, gradients and two optimizer buffers; outputs kept for backward
+        outputs = layers.input_shape.elements + sum(layer.shape.elements for layer in layers)
         return _FLOAT * (4 * params + 2 * batch * outputs)
-    return _FLOAT * (params + batch * outputs // 2)
+    return _FLOAT * params + activation_bytes(layers, batch=batch)
 
 
 def activation_bytes(layers: LayerGraph, *, batch: int = 1) -> int:
     """The activations' share of ``estimate_bytes`` (``batch`` images, inference)."""
     outputs = layers.input_shape.elements + sum(layer.shape.elements for layer in layers)
-    return _FLOAT * batch * outputs // 2
+    return _FLOAT * (batch * outputs // 2)
 
 
 def _gb(n: int) -> str:
