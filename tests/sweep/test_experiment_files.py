@@ -221,3 +221,14 @@ def test_table8_partial_aux_reads_one_cardinality_group_and_aux_the_merged_outpu
     # same training-graph counts: a cardinality group is as wide as the merged output
     assert profile(aux).params == profile(partial_aux).params
     assert profile(aux).gflops == profile(partial_aux).gflops
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_named_budgets_set_back_what_the_small_budget_changes(name):
+    """``hyp`` merges key by key, so a gain raised for the CPU budget (the objectness gain at
+    128 px, say) reaches ``--budget paper`` unless that budget sets it again."""
+    exp = experiment(name)
+    small = set(exp.train.get("hyp", {}))
+    for budget, settings in exp.budgets.items():
+        missing = sorted(small - set(settings.get("hyp", {})))
+        assert not missing, f"{name}: budgets.{budget}.hyp inherits {missing} from train.hyp"
