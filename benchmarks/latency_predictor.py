@@ -3,8 +3,9 @@ for the zoo's YOLOv7 family and designs sampled from a search space.
 
 Protocol (issue #16, item 5):
 
-- device CPU, 1 thread, fp32, batch 1, NCHW; glibc's malloc mmap and trim thresholds fixed
-  first (``fix_malloc`` of ``benchmarks/latency.py``; ``--default-malloc`` keeps glibc's
+- device CPU, 1 thread, fp32, batch 1, NCHW (``--device cuda --dtype fp16`` for a GPU: the
+  same sets; ``benchmarks/gpu_check.sh`` runs it so); glibc's malloc mmap and trim thresholds
+  fixed first (``fix_malloc`` of ``benchmarks/latency.py``; ``--default-malloc`` keeps glibc's
   defaults), for the table and the measurements alike, and recorded;
 - the set: every YOLOv7-family zoo model (``--models``, default yolov7-tiny, yolov7, yolov7x,
   yolov7-w6, yolov7-e6, yolov7-d6, yolov7-e6e) at each ``--img`` size (default 320 and 640),
@@ -110,7 +111,14 @@ def measure(case: Case, args: argparse.Namespace) -> tuple[float, float]:
     """``lab bench``'s latency of the case (ms) and the other processes' CPU share (%)."""
     with OtherCpu() as other:
         result = benchmark(
-            case.model, img_size=case.img, threads=THREADS, iters=args.iters, warmup=args.warmup
+            case.model,
+            img_size=case.img,
+            device=args.device,
+            dtype=args.dtype,
+            batch=args.batch,
+            threads=args.threads,
+            iters=args.iters,
+            warmup=args.warmup,
         )
     return result.latency_ms, other.pct
 
@@ -168,7 +176,7 @@ def run_cases(cases: list[Case], table, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -191,7 +199,7 @@ def plot(rows: list[dict], path: Path) -> None:
             )
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
     ax.set(xlabel="measured latency, lab bench (ms)", ylabel="predicted latency (ms)")
-    ax.set_title("latency table prediction, CPU 1 thread fp32 batch 1", fontsize=10)
+    ax.set_title(f"latency table prediction, {title}", fontsize=10)
     ax.legend(loc="upper left")
     fig.savefig(path, dpi=150)
 
@@ -232,10 +240,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", type=Path, help="a table to reuse (resumed: only gaps measured)")
     p.add_argument("--iters", type=int, help="timed calls per model (default: lab bench's)")
     p.add_argument("--warmup", type=int, help="warm-up calls per model (default: lab bench's)")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--quick", action="store_true", help="yolov7-tiny at 320, 4 designs, 10 calls")
     p.add_argument("--default-malloc", action="store_true", help="keep glibc's thresholds")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "latency_predictor")
     args = p.parse_args(argv)
+    args.threads = THREADS if args.device == "cpu" else None
     if args.quick:
         args.models, args.img, args.designs = "yolov7-tiny", "320", 4
         args.iters = args.iters or 10
@@ -255,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(
         [Source(c.label, c.graph) for c in cases],
         path,
-        threads=THREADS,
+        device=args.device,
+        dtype=args.dtype,
+        batch=args.batch,
+        threads=args.threads,
         progress=True,
         allocator=malloc,
     )
@@ -280,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
             "fallback": table.fallback,
             "protocol": table.protocol,
         },
-        "bench": {"threads": THREADS, "iters": args.iters, "warmup": args.warmup, "malloc": malloc},
+        "bench": {
+            "device": args.device,
+            "dtype": args.dtype,
+            "batch": args.batch,
+            "threads": args.threads,
+            "iters": args.iters,
+            "warmup": args.warmup,
+            "malloc": malloc,
+        },
         "predict_ms_max": max(r["predict_ms"] for r in rows),
         "other_cpu_pct_max": max(r["other_cpu_pct"] for r in rows),
         "load_avg_end": timing.load_average(),
@@ -292,18 +315,24 @@ def main(argv: list[str] | None = None) -> int:
         "spearman": len(in_set) > 2 and f["spearman_rho"] >= TARGETS["spearman_rho"],
     }
     print_report(rows, summary)
-    write(rows, summary, args.out)
+    write(rows, summary, args.out, title=setting(args))
     return 0
 
 
-def write(rows: list[dict], summary: dict, out: Path) -> None:
+def setting(args: argparse.Namespace) -> str:
+    """The measured setting in words, for the plot's title."""
+    threads = f" {args.threads} thread{'s' if args.threads != 1 else ''}" if args.threads else ""
+    return f"{args.device.upper()}{threads} {args.dtype} batch {args.batch}"
+
+
+def write(rows: list[dict], summary: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(rows, out / "pred_vs_measured.png")
+    plot(rows, out / "pred_vs_measured.png", title)
     print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'pred_vs_measured.png'}")
 
 
