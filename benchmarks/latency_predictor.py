@@ -111,14 +111,7 @@ def measure(case: Case, args: argparse.Namespace) -> tuple[float, float]:
     """``lab bench``'s latency of the case (ms) and the other processes' CPU share (%)."""
     with OtherCpu() as other:
         result = benchmark(
-            case.model,
-            img_size=case.img,
-            device=args.device,
-            dtype=args.dtype,
-            batch=args.batch,
-            threads=args.threads,
-            iters=args.iters,
-            warmup=args.warmup,
+            case.model, img_size=case.img, iters=args.iters, warmup=args.warmup, **args.setting
         )
     return result.latency_ms, other.pct
 
@@ -248,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "latency_predictor")
     args = p.parse_args(argv)
     args.threads = THREADS if args.device == "cpu" else None
+    # what the table and the measurements share
+    args.setting = {k: getattr(args, k) for k in ("device", "dtype", "batch", "threads")}
     if args.quick:
         args.models, args.img, args.designs = "yolov7-tiny", "320", 4
         args.iters = args.iters or 10
@@ -267,11 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(
         [Source(c.label, c.graph) for c in cases],
         path,
-        device=args.device,
-        dtype=args.dtype,
-        batch=args.batch,
-        threads=args.threads,
         progress=True,
+        **args.setting,
         allocator=malloc,
     )
     build_s = time.perf_counter() - t0
@@ -296,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "protocol": table.protocol,
         },
         "bench": {
-            "device": args.device,
-            "dtype": args.dtype,
-            "batch": args.batch,
-            "threads": args.threads,
+            **args.setting,
             "iters": args.iters,
             "warmup": args.warmup,
             "malloc": malloc,
