@@ -47,22 +47,50 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def icc1(groups: Sequence[Sequence[float]]) -> float:
-    """ICC(1) of repeated measurements per group (NaN: fewer than 2 groups with values, no
-    repeat, or no variance at all). Unequal group sizes use k0 = (N - sum n_i^2 / N) / (a - 1)."""
+def _one_way(groups: Sequence[Sequence[float]]) -> tuple[float, float, float, int, int] | None:
+    """The one-way ANOVA of the groups' finite values: (MSB, MSW, k0, df between, df within);
+    None with fewer than 2 groups or no repeat. k0 = (N - sum n_i^2 / N) / (a - 1) is the
+    runs per group, adjusted for unequal counts."""
     clean = [g for g in (_finite(g) for g in groups) if len(g)]
     a = len(clean)
     n = np.array([len(g) for g in clean], dtype=float)
     total = n.sum()
     if a < 2 or total - a < 1:
-        return math.nan
+        return None
     grand = np.concatenate(clean).mean()
     means = np.array([g.mean() for g in clean])
     msb = float((n * (means - grand) ** 2).sum() / (a - 1))
     msw = float(sum(((g - g.mean()) ** 2).sum() for g in clean) / (total - a))
     k0 = float((total - (n**2).sum() / total) / (a - 1))
+    return msb, msw, k0, a - 1, int(total) - a
+
+
+def icc1(groups: Sequence[Sequence[float]]) -> float:
+    """ICC(1) of repeated measurements per group (NaN: fewer than 2 groups with values, no
+    repeat, or no variance at all)."""
+    anova = _one_way(groups)
+    if anova is None:
+        return math.nan
+    msb, msw, k0, _, _ = anova
     denominator = msb + (k0 - 1) * msw
     return (msb - msw) / denominator if denominator > 0 else math.nan
+
+
+def icc1_ci(groups: Sequence[Sequence[float]], level: float = 0.95) -> tuple[float, float]:
+    """The exact confidence interval of ICC(1) under the one-way random-effects model (McGraw
+    & Wong 1996, case 1): with F = MSB / MSW, F / F_q(df1, df2) and F * F_q(df2, df1) bound
+    F / (1 + k0 ICC / (1 - ICC)), each mapped back by (F' - 1) / (F' + k0 - 1). A calibration
+    of 5 designs x 3 seeds pins its ICC only loosely; this says how loosely. (NaN, NaN) where
+    ICC(1) is undefined or there is no spread within designs."""
+    anova = _one_way(groups)
+    if anova is None or not anova[1] > 0:
+        return math.nan, math.nan
+    msb, msw, k0, df1, df2 = anova
+    f = msb / msw
+    q = 1 - (1 - level) / 2
+    low = f / scipy_stats.f.ppf(q, df1, df2)
+    high = f * scipy_stats.f.ppf(q, df2, df1)
+    return (low - 1) / (low + k0 - 1), (high - 1) / (high + k0 - 1)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -131,10 +159,12 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
         "kendall_tau_rung_final_means": kendall_tau(means["rung"], means["final"]),
     }
     checks = {name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()}
+    icc_low, icc_high = icc1_ci(groups)
     std, df = pooled_std(groups)
     shared_std, shared_df = interaction_std(wide.to_numpy(dtype=float))
     return {
         **{name: _plain(value) for name, value in stats.items()},
+        "icc_ci95": [_plain(icc_low), _plain(icc_high)],
         "rung_final_over": "runs",
         "thresholds": THRESHOLDS,
         "checks": checks,
@@ -170,6 +200,9 @@ def _verdict(report: dict) -> list[str]:
     for name, low in THRESHOLDS.items():
         value = report[name]
         shown = "undefined (no spread, or too few runs)" if value is None else f"{value:.2f}"
+        low_high = report.get(f"{name}_ci95") or [None, None]
+        if value is not None and None not in low_high:
+            shown += f" (95% CI {low_high[0]:.2f} to {low_high[1]:.2f})"
         ok = "meets" if report["checks"][name] else "misses"
         lines.append(f"- {words[name]}: {shown}, {ok} the threshold {low}")
     return lines

@@ -16,6 +16,7 @@ from scaling_lab.report.calibration import (
     calibration_markdown,
     calibration_stats,
     icc1,
+    icc1_ci,
     kendall_tau,
     mean_seed_tau,
     write_calibration,
@@ -46,6 +47,33 @@ def test_icc_is_undefined_without_repeats_or_spread():
     assert math.isnan(icc1([[0.2, 0.2], [0.2, 0.2]]))  # nothing varies
     assert math.isnan(icc1([[0.1, 0.2]]))  # one design
     assert icc1([[0.1, float("nan"), 0.11], [0.3, 0.31]]) > 0.9  # a failed run left out
+
+
+@pytest.mark.parametrize("true_icc", [0.3, 0.8])
+def test_icc_interval_covers_the_true_value_95_percent_of_the_time(true_icc):
+    """Simulated 5 designs x 3 seeds from the one-way random-effects model with a known ICC:
+    an exact 95% interval misses it in about 5% of the draws, half of them on each side."""
+    rng = np.random.default_rng(int(true_icc * 10))
+    draws, misses_low, misses_high = 2000, 0, 0
+    for _ in range(draws):
+        design = rng.normal(0.0, math.sqrt(true_icc), (5, 1))
+        groups = design + rng.normal(0.0, math.sqrt(1 - true_icc), (5, 3))
+        low, high = icc1_ci(groups)
+        assert low <= icc1(groups) <= high
+        misses_low += true_icc < low
+        misses_high += true_icc > high
+    # binomial(2000, 0.025): mean 50, sd 7; the bounds are 4 sd wide
+    assert 22 <= misses_low <= 78 and 22 <= misses_high <= 78
+
+
+def test_icc_interval_narrows_with_more_seeds_and_is_undefined_without_spread():
+    rng = np.random.default_rng(0)
+    design = rng.normal(0.0, 1.0, (5, 1))
+    few = design + rng.normal(0.0, 1.0, (5, 3))
+    many = design + rng.normal(0.0, 1.0, (5, 30))
+    assert np.ptp(icc1_ci(many)) < np.ptp(icc1_ci(few))
+    assert all(math.isnan(v) for v in icc1_ci([[0.2, 0.2], [0.3, 0.3]]))  # no noise at all
+    assert all(math.isnan(v) for v in icc1_ci([[0.1], [0.2]]))  # no repeats
 
 
 def _tau_a(x, y) -> float:
@@ -110,8 +138,11 @@ def test_a_budget_that_separates_designs_passes_every_check():
 def test_noise_alone_does_not_pass():
     report = calibration_stats(_runs([0.2, 0.2, 0.2, 0.2], noise=0.05, seed=3), DESIGNS)
     assert report["icc"] < 0.8 and not report["separates"]
+    low, high = report["icc_ci95"]
+    assert low < report["icc"] < high
     text = calibration_markdown({**CONTEXT, **report})
     assert "not reliably told apart" in text and "misses the threshold 0.8" in text
+    assert f"{report['icc']:.2f} (95% CI {low:.2f} to {high:.2f})" in text
 
 
 def test_failed_runs_are_left_out_and_counted():
