@@ -31,7 +31,7 @@ print(json.dumps({"settled": settled, "on_heap": 0 < libc.sbrk(0) - block.data_p
 """
 
 # argv: model (zoo name or spec path), input size, "build" | "deploy" | "deploy-no-reserve";
-# prints the page faults of calls 4-6 (the first calls fault the reserve's pages in, once)
+# prints the page faults of calls 4-12 (the first calls fault the reserve's pages in, once)
 FORWARD_FAULTS = r"""
 import json, resource, sys, torch
 import scaling_lab.nn.reparam as reparam
@@ -44,9 +44,9 @@ model = create_model(model_name, img_size=img).eval()
 if form.startswith("deploy"):
     model = reparam.reparameterize(model)
 x = torch.rand(1, 3, img, img)
-faults = [0] * 6
+faults = [0] * 12
 with torch.inference_mode():
-    for call in range(6):
+    for call in range(12):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x)
         faults[call] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
@@ -72,7 +72,10 @@ def test_settled_thresholds_keep_activation_sized_blocks_on_the_heap():
 def test_a_built_model_faults_no_pages_in_per_call():
     faults = _run(FORWARD_FAULTS, "yolov7-tiny", "640", "build")
     pages = (13 << 20) // 4096  # one largest activation
+    # most calls fault nothing; now and then one faults ~2 MiB in (seen: 473-1127 pages, in
+    # about one call of six), where an unsettled heap faults 14-24k pages in every call
     assert statistics.median(faults) < pages // 10, faults
+    assert max(faults) < pages, faults
 
 
 def test_the_deploy_module_keeps_activations_above_the_cap_on_the_heap(tmp_path):
