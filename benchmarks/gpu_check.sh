@@ -88,6 +88,7 @@ paper_fps() {
     local models=(yolov7-tiny yolov7 yolov7x yolov7-w6 yolov7-e6 yolov7-d6 yolov7-e6e)
     local flags=(--preset paper)
     [ "$SMOKE" = 1 ] && models=(yolov7-tiny) flags=(--device cpu --img 128 --iters 3 --warmup 1)
+    : >"$OUT_DIR/fps_paper.jsonl"  # a rerun into the same folder starts the file afresh
     for m in "${models[@]}"; do
         "$PYTHON" -m scaling_lab.cli bench "$m" "${flags[@]}" --json >>"$OUT_DIR/fps_paper.jsonl" || return 1
     done

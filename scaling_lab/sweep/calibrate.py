@@ -256,7 +256,7 @@ def run_calibration(
         designs=derived.variants,
         runs=run_table(frame.to_dict("records"), metric, rung),
         wall_s=round(time.monotonic() - started, 1),
-        run_s=round(float(pd.to_numeric(frame.get("wall_s"), errors="coerce").sum()), 1)
+        run_s=round(float(pd.to_numeric(frame["wall_s"], errors="coerce").sum()), 1)
         if "wall_s" in frame
         else 0.0,
     )

@@ -139,7 +139,8 @@ def test_a_run_trains_and_stores_the_fitted_anchors(tmp_path, autoanchor):
     )
     train(cfg, backends=backends)
     stored = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())["anchors"]
-    state = load_checkpoint(tmp_path / "run" / "weights" / "last.pt")["model"]
+    checkpoint = load_checkpoint(tmp_path / "run" / "weights" / "last.pt")
+    state = checkpoint["model"]
     (buffer,) = (v for k, v in state.items() if k.endswith(".anchors"))  # the trained head's
     settings = yaml.safe_load((tmp_path / "run" / "train.yaml").read_text())
     original = yaml.safe_load(TINY_SPEC)["anchors"]
@@ -151,7 +152,6 @@ def test_a_run_trains_and_stores_the_fitted_anchors(tmp_path, autoanchor):
         assert "autoanchor" not in settings
         assert stored == original
     assert torch.allclose(buffer, torch.tensor(stored, dtype=torch.float32).view_as(buffer))
-    checkpoint = load_checkpoint(tmp_path / "run" / "weights" / "last.pt")
     rebuilt = model_from_spec(checkpoint["spec"])  # the model eval / export build, before weights
     head = next(m for m in rebuilt.modules() if hasattr(m, "anchors"))
     assert torch.equal(head.anchors, buffer)
