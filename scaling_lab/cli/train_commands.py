@@ -121,6 +121,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             "workers",
             "deterministic",
             "schedule",
+            "optimizer",
             "eval_every",
             "eval_fused",
             "save_every",
@@ -272,6 +273,13 @@ def _add_train_parser(sub) -> None:
         help="also checkpoint every N steps",
     )
     tr.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    tr.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam", "adamw"),
+        default="sgd",
+        help="Nesterov SGD (the paper's, default) or Adam / AdamW with beta1 = the recipe's "
+        "momentum; Adam wants a smaller lr: --hyp lr0=0.001 --hyp warmup_bias_lr=0.01",
+    )
     tr.add_argument(
         "--recipe",
         choices=("reference", "ours"),

@@ -49,6 +49,8 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
     amp: bool | None = None  # default: on for CUDA
     schedule: Literal["cosine", "linear"] = "cosine"
+    # the paper's Nesterov SGD, or Adam / AdamW (beta1 = hyp momentum; optim.build_optimizer)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     warmup_min_steps: int = 1000  # the reference warms up for at least 1000 steps
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0

@@ -1,4 +1,5 @@
-"""SGD with the YOLOv7 recipe's parameter groups, warm-up, lr schedule and gradient accumulation.
+"""The optimizer (the paper's SGD, or Adam / AdamW) with the YOLOv7 recipe's parameter groups,
+warm-up, lr schedule and gradient accumulation.
 
 Everything here is a pure function of the step counters, so a resumed run recomputes the same
 learning rates, momenta and accumulation counts without any scheduler state:
@@ -61,10 +62,25 @@ def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int
     return weight_decay * batch_size * accumulate_steps(batch_size, nominal_batch) / nominal_batch
 
 
-def build_sgd(
-    model: nn.Module, hyp: dict, *, batch_size: int, nominal_batch: int = 64
-) -> torch.optim.SGD:
-    """Nesterov SGD over the three groups; ``initial_lr`` is ``lr0`` in every group."""
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def build_optimizer(
+    model: nn.Module,
+    hyp: dict,
+    *,
+    kind: str = "sgd",
+    batch_size: int,
+    nominal_batch: int = 64,
+) -> torch.optim.Optimizer:
+    """The optimizer over the three groups; ``initial_lr`` is ``lr0`` in every group.
+
+    ``sgd``: Nesterov SGD with ``momentum`` (the paper's). ``adam`` / ``adamw``: ``momentum``
+    is beta1 (beta2 0.999), as the reference's ``--adam`` sets it, and the warm-up leaves it
+    alone (it ramps SGD's momentum only, as there); ``adam`` adds the decay to the gradient
+    (L2), ``adamw`` decouples it. Adam wants smaller lrs than the SGD recipe's: set ``lr0``
+    (1e-3) and ``warmup_bias_lr`` with it.
+    """
     groups = split_parameters(model)
     decay = scaled_weight_decay(float(hyp["weight_decay"]), batch_size, nominal_batch)
     param_groups = [
@@ -75,12 +91,14 @@ def build_sgd(
     lr0 = float(hyp["lr0"])
     for group in param_groups:
         group["initial_lr"] = lr0
-    return torch.optim.SGD(
-        [g for g in param_groups if g["params"]],
-        lr=lr0,
-        momentum=float(hyp["momentum"]),
-        nesterov=True,
-    )
+    param_groups = [g for g in param_groups if g["params"]]
+    momentum = float(hyp["momentum"])
+    if kind == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr0, momentum=momentum, nesterov=True)
+    if kind in ("adam", "adamw"):
+        adam = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        return adam(param_groups, lr=lr0, betas=(momentum, 0.999))
+    raise ValueError(f"unknown optimizer '{kind}' (known: {', '.join(OPTIMIZERS)})")
 
 
 def lr_factor(epoch: int, epochs: int, lrf: float, schedule: str = "cosine") -> float:

@@ -67,7 +67,7 @@ from scaling_lab.train.config import (
 )
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
-from scaling_lab.train.optim import Schedule, build_sgd
+from scaling_lab.train.optim import Schedule, build_optimizer
 from scaling_lab.train.recipe import default_assign, shuffles_training_order
 from scaling_lab.train.run_log import RunLog, plot_losses
 
@@ -160,8 +160,12 @@ class Trainer:
             aux_weight=cfg.aux_weight,
             assign=cfg.assign or default_assign(cfg.recipe),
         )
-        self.optimizer = build_sgd(
-            self.model, self.hyp, batch_size=cfg.batch_size, nominal_batch=cfg.nominal_batch
+        self.optimizer = build_optimizer(
+            self.model,
+            self.hyp,
+            kind=cfg.optimizer,
+            batch_size=cfg.batch_size,
+            nominal_batch=cfg.nominal_batch,
         )
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if self.is_main else None
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"

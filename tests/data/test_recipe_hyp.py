@@ -14,7 +14,7 @@ from scaling_lab import create_model
 from scaling_lab.data.errors import DataError
 from scaling_lab.data.hyp import default_hyp, read_hyp_file
 from scaling_lab.train.loss import YoloV7Loss
-from scaling_lab.train.optim import Schedule, build_sgd
+from scaling_lab.train.optim import Schedule, build_optimizer
 from tests.conftest import TINY_SPEC, graph_from
 from tests.data.test_recipe_pieces import _masked_records
 from tests.data.test_transforms import InMemory
@@ -65,7 +65,7 @@ def _reads_of_training(hyp: dict) -> set[str]:
     loss.hyp = ReadLog(loss.hyp, reads)  # the loss keeps a copy; record the gains' reads too
     targets = torch.tensor([[0, 1, 0.4, 0.5, 0.3, 0.3]])
     loss(model(torch.zeros(1, 3, 64, 64)), targets, torch.zeros(1, 3, 64, 64))
-    optimizer = build_sgd(model, ReadLog(hyp, reads), batch_size=16)
+    optimizer = build_optimizer(model, ReadLog(hyp, reads), batch_size=16)
     schedule = Schedule(ReadLog(hyp, reads), epochs=3, steps_per_epoch=4, batch_size=16)
     for step in range(12):
         schedule.apply(optimizer, step // 4, step)

@@ -386,7 +386,7 @@ def checkpoint() -> dict:
     from scaling_lab.graph.block_graph import dump_spec
     from scaling_lab.train.checkpoint import FORMAT, capture_rng
     from scaling_lab.train.config import TrainConfig
-    from scaling_lab.train.optim import build_sgd
+    from scaling_lab.train.optim import build_optimizer
     from tests.conftest import graph_from
 
     graph = graph_from(TINY_SPEC.replace("nc: 3", "nc: 2"), require_head=True)
@@ -394,7 +394,7 @@ def checkpoint() -> dict:
     state = model.state_dict()
     rng = capture_rng()
     hyp = default_hyp("tiny")
-    optimizer = build_sgd(model, hyp, batch_size=2).state_dict()
+    optimizer = build_optimizer(model, hyp, batch_size=2).state_dict()
     config = TrainConfig(
         model="spec.yaml", data="coco", epochs=1, batch_size=2, progress=False, tensorboard=False
     )

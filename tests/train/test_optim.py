@@ -11,7 +11,7 @@ from torch import nn
 from scaling_lab.train.optim import (
     Schedule,
     accumulate_steps,
-    build_sgd,
+    build_optimizer,
     lr_factor,
     scaled_weight_decay,
     split_parameters,
@@ -49,7 +49,7 @@ def test_groups_cover_every_parameter_once(tiny_graph):
 
 def test_sgd_decay_only_on_weights_and_scaled_by_nominal_batch():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
-    opt = build_sgd(model, HYP, batch_size=16, nominal_batch=64)
+    opt = build_optimizer(model, HYP, batch_size=16, nominal_batch=64)
     by_name = {g["name"]: g for g in opt.param_groups}
     assert by_name["decay"]["weight_decay"] == pytest.approx(0.0005)  # 16 * 4 / 64
     assert by_name["no_decay"]["weight_decay"] == by_name["bias"]["weight_decay"] == 0.0
@@ -88,7 +88,7 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
 
 def test_apply_sets_group_values():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    opt = build_sgd(model, HYP, batch_size=64)
+    opt = build_optimizer(model, HYP, batch_size=64)
     sched = Schedule(HYP, epochs=3, steps_per_epoch=10, batch_size=64, warmup_min_steps=0)
     sched.apply(opt, 0, 15)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
@@ -96,3 +96,37 @@ def test_apply_sets_group_values():
     assert lrs["decay"] == pytest.approx(0.005)
     assert all(math.isclose(g["momentum"], 0.8685) for g in opt.param_groups)
     assert isinstance(opt, torch.optim.SGD)
+
+
+@pytest.mark.parametrize("kind, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_keeps_the_groups_with_momentum_as_beta1(kind, cls):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    opt = build_optimizer(model, HYP, kind=kind, batch_size=16, nominal_batch=64)
+    assert type(opt) is cls
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["decay"]["weight_decay"] == pytest.approx(0.0005)
+    assert by_name["no_decay"]["weight_decay"] == by_name["bias"]["weight_decay"] == 0.0
+    assert all(g["betas"] == (0.937, 0.999) and g["initial_lr"] == 0.01 for g in opt.param_groups)
+    # the warm-up sets the lrs and, as the reference does, leaves Adam's beta1 alone
+    Schedule(HYP, epochs=3, steps_per_epoch=10, batch_size=64, warmup_min_steps=0).apply(opt, 0, 15)
+    assert by_name["decay"]["lr"] == pytest.approx(0.005)
+    assert by_name["decay"]["betas"] == (0.937, 0.999)
+
+
+def test_adamw_decouples_the_decay_adam_adds_it_to_the_gradient():
+    # with a zero loss gradient, Adam's first step moves a decayed weight by lr (its update is
+    # the sign of wd * w); AdamW's shrinks it by lr * wd only
+    weight = nn.Parameter(torch.full((2, 2), 3.0))
+    hyp = {**HYP, "weight_decay": 0.01}
+    for kind, expected in (("adam", 3.0 - 0.01), ("adamw", 3.0 * (1 - 0.01 * 0.01))):
+        model = nn.Linear(2, 2, bias=False)
+        model.weight = nn.Parameter(weight.detach().clone())
+        opt = build_optimizer(model, hyp, kind=kind, batch_size=64, nominal_batch=64)
+        model.weight.grad = torch.zeros_like(model.weight)
+        opt.step()
+        assert model.weight.detach() == pytest.approx(torch.full((2, 2), expected), abs=1e-6), kind
+
+
+def test_an_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        build_optimizer(nn.Linear(2, 2), HYP, kind="rmsprop", batch_size=16)

@@ -100,6 +100,25 @@ def test_interrupted_run_resumes_exactly(
     )
 
 
+def test_an_adam_run_trains_with_adam_and_resumes_exactly(spec_path, reference_run, tmp_path):
+    # Adam's moments are state: a resume that rebuilt SGD, or lost the moments, would diverge
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train(_config(spec_path, whole, optimizer="adam"), backends=fakes.fake_backends())
+    with pytest.raises(fakes.KilledError):
+        train(
+            _config(spec_path, killed, optimizer="adam", save_every=2),
+            backends=fakes.fake_backends(),
+            callbacks=[fakes._kill_after(6)],
+        )
+    assert "exp_avg_sq" in load_checkpoint(killed)["optimizer"]["state"][0]
+    resume(killed, backends=fakes.fake_backends())
+    assert _steps(killed) == _steps(whole)
+    got, want = load_checkpoint(killed)["model"], load_checkpoint(whole)["model"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    sgd = load_checkpoint(reference_run)["model"]  # the same run with SGD
+    assert not all(torch.equal(got[k], sgd[k]) for k in sgd)
+
+
 def test_run_folder(reference_run):
     run = reference_run
     for name in ("spec.yaml", "train.yaml", "steps.csv", "results.csv", "metrics.json"):
