@@ -93,6 +93,18 @@ def icc1_ci(groups: Sequence[Sequence[float]], level: float = 0.95) -> tuple[flo
     return (low - 1) / (low + k0 - 1), (high - 1) / (high + k0 - 1)
 
 
+def repeats_for_icc(icc: float, target: float) -> int | None:
+    """Seeds per design whose mean reaches ICC ``target`` (Spearman-Brown: the mean of n runs
+    has ICC n r / (1 + (n - 1) r)): what a search needs in ``seeds:`` to rank designs this
+    reliably at this budget. None where no number of seeds does (r <= 0) or r is undefined."""
+    if not math.isfinite(icc) or icc <= 0:
+        return None
+    if icc >= target:
+        return 1
+    # ceil of t (1 - r) / (r (1 - t)), less a rounding hair so an exact integer stays put
+    return math.ceil(target * (1 - icc) / (icc * (1 - target)) - 1e-9)
+
+
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b over the pairs where both are finite (NaN: under 2 pairs, or a side
     constant)."""
@@ -160,11 +172,19 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
     }
     checks = {name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()}
     icc_low, icc_high = icc1_ci(groups)
+    target = THRESHOLDS["icc"]
     std, df = pooled_std(groups)
     shared_std, shared_df = interaction_std(wide.to_numpy(dtype=float))
     return {
         **{name: _plain(value) for name, value in stats.items()},
         "icc_ci95": [_plain(icc_low), _plain(icc_high)],
+        # seeds per design for a mean that reaches the ICC threshold; its interval from the
+        # ICC's (None: unbounded, where the ICC's lower end is at or below 0)
+        "seeds_for_icc": repeats_for_icc(stats["icc"], target),
+        "seeds_for_icc_ci95": [
+            repeats_for_icc(icc_high, target),
+            repeats_for_icc(icc_low, target),
+        ],
         "rung_final_over": "runs",
         "thresholds": THRESHOLDS,
         "checks": checks,
@@ -206,6 +226,22 @@ def _verdict(report: dict) -> list[str]:
         ok = "meets" if report["checks"][name] else "misses"
         lines.append(f"- {words[name]}: {shown}, {ok} the threshold {low}")
     return lines
+
+
+def _repeats_line(report: dict) -> list[str]:
+    """How many seeds per design a ranking on their mean would need (older files lack it)."""
+    if "seeds_for_icc" not in report or report["checks"]["icc"]:
+        return []
+    target = report["thresholds"]["icc"]
+    n = report["seeds_for_icc"]
+    if n is None:
+        return [f"- no number of seeds per design brings the ranking to ICC {target}"]
+    low, high = report.get("seeds_for_icc_ci95") or [None, None]
+    span = f"{low if low is not None else '?'} to {high if high is not None else 'unbounded'}"
+    return [
+        f"- ranking on the mean of {n} seeds per design (`seeds: {n}`) would reach ICC "
+        f"{target} (Spearman-Brown; from the ICC's 95% CI: {span})"
+    ]
 
 
 def _noise_lines(report: dict) -> list[str]:
@@ -254,6 +290,7 @@ def calibration_markdown(report: dict) -> str:
         head,
         "",
         *_verdict(report),
+        *_repeats_line(report),
         *_noise_lines(report),
         "",
         f"| design | changes | n | {metric}{unit} mean | std | "

@@ -19,6 +19,7 @@ from scaling_lab.report.calibration import (
     icc1_ci,
     kendall_tau,
     mean_seed_tau,
+    repeats_for_icc,
     write_calibration,
 )
 
@@ -85,6 +86,30 @@ def _tau_a(x, y) -> float:
     return score / math.comb(len(x), 2)
 
 
+def _spearman_brown(icc: float, n: int) -> float:
+    return n * icc / (1 + (n - 1) * icc)
+
+
+@pytest.mark.parametrize("icc", [0.05, 0.2, 0.28, 0.5, 0.55, 0.6, 0.79, 0.8, 0.95])
+def test_repeats_for_icc_is_the_fewest_seeds_whose_mean_reaches_the_target(icc):
+    fewest = next(n for n in range(1, 10_000) if _spearman_brown(icc, n) >= 0.8 - 1e-12)
+    assert repeats_for_icc(icc, 0.8) == fewest
+    assert repeats_for_icc(0.5, 0.8) == 4  # exactly 0.8 at 4: 4 * 0.5 / (1 + 3 * 0.5)
+    assert repeats_for_icc(0.0, 0.8) is repeats_for_icc(-0.2, 0.8) is None
+    assert repeats_for_icc(math.nan, 0.8) is None
+
+
+def test_the_mean_of_n_seeds_has_the_spearman_brown_icc():
+    # simulated: 4000 designs, design std 1, seed std 1.5 (ICC 1 / 3.25); the ICC of means of
+    # 4 runs (two such means per design) is the formula's 4 r / (1 + 3 r)
+    rng = np.random.default_rng(0)
+    design = rng.normal(0, 1.0, (4000, 1, 1))
+    runs = design + rng.normal(0, 1.5, (4000, 2, 4))
+    measured = icc1(runs.mean(axis=2))
+    assert measured == pytest.approx(_spearman_brown(1 / 3.25, 4), abs=0.02)
+    assert icc1(runs[:, :, 0]) == pytest.approx(1 / 3.25, abs=0.03)
+
+
 def test_kendall_tau_counts_pairs_and_skips_missing_values():
     x, y = [0.1, 0.4, 0.3, 0.2, 0.5], [0.2, 0.5, 0.1, 0.3, 0.4]
     assert kendall_tau(x, y) == pytest.approx(_tau_a(x, y))  # 2 discordant of 10: 0.2
@@ -143,6 +168,21 @@ def test_noise_alone_does_not_pass():
     text = calibration_markdown({**CONTEXT, **report})
     assert "not reliably told apart" in text and "misses the threshold 0.8" in text
     assert f"{report['icc']:.2f} (95% CI {low:.2f} to {high:.2f})" in text
+
+
+def test_a_report_that_misses_the_icc_says_how_many_seeds_would_reach_it():
+    report = calibration_stats(_runs([0.10, 0.14, 0.18, 0.22], noise=0.04, seed=1), DESIGNS)
+    assert 0 < report["icc"] < 0.8
+    n = report["seeds_for_icc"]
+    assert n == repeats_for_icc(report["icc"], 0.8) and n > 1
+    low, high = report["icc_ci95"]
+    assert report["seeds_for_icc_ci95"] == [repeats_for_icc(high, 0.8), repeats_for_icc(low, 0.8)]
+    text = calibration_markdown({**CONTEXT, **report})
+    assert f"ranking on the mean of {n} seeds per design (`seeds: {n}`)" in text
+    # a budget that meets the ICC needs no such line
+    good = calibration_stats(_runs([0.1, 0.2, 0.3, 0.4], noise=0.002), DESIGNS)
+    assert good["seeds_for_icc"] == 1
+    assert "seeds per design" not in calibration_markdown({**CONTEXT, **good})
 
 
 def test_failed_runs_are_left_out_and_counted():
