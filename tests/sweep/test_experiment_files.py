@@ -232,3 +232,6 @@ def test_named_budgets_set_back_what_the_small_budget_changes(name):
     for budget, settings in exp.budgets.items():
         missing = sorted(small - set(settings.get("hyp", {})))
         assert not missing, f"{name}: budgets.{budget}.hyp inherits {missing} from train.hyp"
+        # so would an optimizer chosen for the small budget (its lrs are in hyp, above)
+        if "optimizer" in exp.train:
+            assert "optimizer" in settings, f"{name}: budgets.{budget} inherits train.optimizer"
