@@ -16,6 +16,7 @@ from scaling_lab.data.hyp import default_hyp
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC, MAX_WORKERS
 from scaling_lab.schema import FieldError, describe, type_ok
+from scaling_lab.train.optim import OptimizerKind
 from scaling_lab.train.recipe import RECIPES
 
 AuxAssigner = Literal["independent", "lead_guided", "coarse_to_fine"]
@@ -50,7 +51,7 @@ class TrainConfig:
     amp: bool | None = None  # default: on for CUDA
     schedule: Literal["cosine", "linear"] = "cosine"
     # the paper's Nesterov SGD, or Adam / AdamW (beta1 = hyp momentum; optim.build_optimizer)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: OptimizerKind = "sgd"
     warmup_min_steps: int = 1000  # the reference warms up for at least 1000 steps
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0

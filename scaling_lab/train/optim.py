@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -62,7 +63,8 @@ def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int
     return weight_decay * batch_size * accumulate_steps(batch_size, nominal_batch) / nominal_batch
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OptimizerKind = Literal["sgd", "adam", "adamw"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerKind)
 
 
 def build_optimizer(
