@@ -37,6 +37,9 @@ from scaling_lab.sweep.rungs import row_history
 
 DEFAULT_SEEDS = 3
 DEFAULT_SEARCH_DESIGNS = 6
+# settings that change no trained weight and no final metric: a calibration holds for a
+# search whatever it sets them to (evaluation draws no training randomness: trainer.rng_fork)
+NOT_TRAINING = ("eval_every", "eval_epochs", "save_every", "progress", "tensorboard")
 MAX_DRAWS_PER_DESIGN = 50  # draws from a search space per design wanted, before giving up
 
 
@@ -63,7 +66,11 @@ class Calibration:
 def training_settings(experiment: Experiment, budget: str | None) -> dict[str, Any]:
     """The budget's training settings and proxy as plain JSON values: what a calibration is
     valid for (a report uses its noise only for a search trained with exactly these)."""
-    settings = dict(experiment.train_config(budget))
+    settings = {
+        key: value
+        for key, value in experiment.train_config(budget).items()
+        if key not in NOT_TRAINING
+    }
     if experiment.proxy is not None and budget is None:  # named budgets train full size
         settings["proxy"] = experiment.proxy.describe()
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
@@ -146,9 +153,12 @@ def calibration_designs(experiment: Experiment, count: int | None) -> list[Varia
 def calibration_experiment(
     experiment: Experiment, designs: list[Variant], seeds: int
 ) -> Experiment:
-    """The derived experiment that runs: the designs as rows, repeated, nothing stopped."""
+    """The derived experiment that runs: the designs as rows, repeated, nothing stopped, and
+    the rung's epoch evaluated under every budget (its scheduler, which would ask for it, is
+    off)."""
     if seeds < 2:
         raise SpecError(f"--seeds must be at least 2 to measure noise, got {seeds}", field="seeds")
+    _, rung_epoch = rung_of(experiment, ranking_metric(experiment)[0])
     rows = tuple(
         dataclasses.replace(v, order=i, key=v.key or f"{i:02d}-{slug(v.label)}")
         for i, v in enumerate(designs)
@@ -157,6 +167,8 @@ def calibration_experiment(
         experiment,
         name=f"{experiment.name}-calibration",
         variants=rows,
+        train=_evaluating(experiment.train, rung_epoch),
+        budgets={name: _evaluating(b, rung_epoch) for name, b in experiment.budgets.items()},
         search=None,
         seeds=seeds,
         scheduler=None,  # every run reaches the end of the budget
@@ -166,6 +178,10 @@ def calibration_experiment(
         baseline=rows[0].label,
         against=rows[-1].label,
     )
+
+
+def _evaluating(settings: dict[str, Any], epoch: int) -> dict[str, Any]:
+    return {**settings, "eval_epochs": sorted({*settings.get("eval_epochs", ()), epoch})}
 
 
 def _rung_value(row: dict[str, Any], metric: str, epoch: int) -> float:

@@ -20,6 +20,16 @@ from typing import Any
 import numpy as np
 
 
+def rung_epochs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """The epochs where a trial is judged: ``grace_period`` x ``reduction_factor``^k below
+    ``max_t`` (Ray's ASHA places its rungs there too)."""
+    out, t = [], grace_period
+    while t < max_t:
+        out.append(t)
+        t *= reduction_factor
+    return out
+
+
 @dataclass
 class RungRule:
     """The stop rule; ``records``: milestone -> the metric of earlier batches' trials there."""
@@ -35,11 +45,7 @@ class RungRule:
 
     @property
     def milestones(self) -> list[int]:
-        out, t = [], self.grace_period
-        while t < self.max_t:
-            out.append(t)
-            t *= self.reduction_factor
-        return out
+        return rung_epochs(self.grace_period, self.reduction_factor, self.max_t)
 
     def cutoff(self, milestone: int) -> float | None:
         values = self.records.get(milestone) or []

@@ -32,6 +32,7 @@ from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.sweep.experiment import (
     Experiment,
+    Scheduler,
     Variant,
     sampled_params,
     training_graph,
@@ -39,6 +40,7 @@ from scaling_lab.sweep.experiment import (
     variant_graph,
 )
 from scaling_lab.sweep.materialize import Overrides, merge_train
+from scaling_lab.sweep.rungs import rung_epochs
 from scaling_lab.sweep.store import TERMINAL, TrialStore
 
 INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
@@ -108,6 +110,17 @@ def _display_path(path: Path, cwd: str) -> str:
         return str(path)
 
 
+def evaluated_rungs(experiment: Experiment, settings: dict[str, Any]) -> list[int]:
+    """The settings' ``eval_epochs`` and the scheduler's rungs: whatever the evaluation
+    cadence, a rung decision has its metric."""
+    wanted = set(settings.get("eval_epochs") or ())
+    cfg = experiment.scheduler
+    if isinstance(cfg, Scheduler):
+        epochs = int(settings.get("epochs", 300))
+        wanted.update(rung_epochs(cfg.grace_period, cfg.reduction_factor, epochs))
+    return sorted(wanted)
+
+
 def _report(row: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
@@ -174,6 +187,7 @@ class Trial:
         self.settings = merge_train(self.experiment.train_config(ctx.budget), self.changes.train)
         if self.seed is not None:  # one of a row's repeats: its own seed
             self.settings["seed"] = self.seed
+        self.settings["eval_epochs"] = evaluated_rungs(self.experiment, self.settings)
         trains = self.experiment.trains(ctx.profile_only)
         self.row_seed = int(self.settings.get("seed", 0)) if trains else None
         self.folder = self.store.trial_dir(self.variant.key)
@@ -308,8 +322,9 @@ class Trial:
 
         def on_epoch(trainer: Any, epoch_row: dict[str, Any]) -> None:
             self.row["epochs_done"] = trainer.epoch
-            for key in AP_KEYS:
-                self.row[key] = plain_number(epoch_row.get(key))
+            if epoch_row.get("fitness") is not None:  # evaluated; otherwise keep the last
+                for key in AP_KEYS:  # values, which a trial stopped meanwhile is judged by
+                    self.row[key] = plain_number(epoch_row.get(key))
             self.row["history"] = json.dumps(epoch_history(run_dir / "results.csv"))
             self.save()
             reported.append(trainer.epoch)

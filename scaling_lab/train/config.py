@@ -63,6 +63,10 @@ class TrainConfig:
     # as the reference trainer does unless --noautoanchor
     autoanchor: bool = True
     eval_every: int = 1  # evaluate every K epochs (0: last epoch only); always the last one
+    # 1-based epochs evaluated whatever eval_every says: a sweep adds its early-stopping rungs,
+    # whose decision needs the metric there (evaluation draws no training randomness, so the
+    # cadence changes no weight)
+    eval_epochs: list[int] = field(default_factory=list)
     eval_fused: bool = False  # also evaluate reparameterize(EMA)
     save_every: int = 0  # mid-epoch checkpoint every N steps (0: epoch ends only)
     conf_thres: float = CONF_THRES
@@ -91,6 +95,8 @@ class TrainConfig:
         for name in ("warmup_min_steps", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        if any(epoch < 1 for epoch in self.eval_epochs):
+            raise FieldError("eval_epochs", f"must be epochs >= 1, got {self.eval_epochs}")
         self._check_ranges()
         self._check_hyp()
 

@@ -559,7 +559,11 @@ class Trainer:
         nb = self.steps_per_epoch
         means = [s / nb for s in self.epoch_loss_sum]
         last = epoch + 1 == cfg.epochs
-        evaluate = last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)
+        evaluate = (
+            last
+            or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)
+            or epoch + 1 in cfg.eval_epochs
+        )
         improved = False
         row: dict[str, Any] = {"epoch": epoch, "step": self.global_step}
         row.update(zip(LOSS_KEYS, means))

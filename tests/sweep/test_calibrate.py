@@ -20,6 +20,7 @@ from scaling_lab.sweep.calibrate import (
     run_table,
     rung_of,
     sample_designs,
+    training_settings,
 )
 from scaling_lab.sweep.experiment import load_experiment
 
@@ -67,6 +68,24 @@ def test_a_table_calibrates_its_first_rows_repeated_without_early_stopping(tmp_p
     assert ranking_metric(experiment) == ("AP50", "max")
     assert rung_of(experiment, "AP50") == ("AP50", 1)  # the scheduler's grace period
     assert len(calibration_designs(experiment, None)) == 3  # default: every row
+
+
+def test_a_calibration_evaluates_its_rung_under_every_budget(tmp_path):
+    """Its scheduler is off, so the calibration itself asks for the rung's evaluation; and
+    since evaluation changes no weight, a calibration holds for any evaluation cadence."""
+    sparse = TINY.replace("grace_period: 1", "grace_period: 2").replace(
+        "epochs: 1", "epochs: 4\n  eval_every: 0\n  eval_epochs: [3]"
+    )
+    sparse += "budgets:\n  longer: {epochs: 8, eval_epochs: [5]}\n"
+    experiment = _load(tmp_path, sparse)
+    derived = calibration_experiment(experiment, list(experiment.variants), seeds=2)
+    assert derived.train_config()["eval_epochs"] == [2, 3]
+    assert derived.train_config("longer")["eval_epochs"] == [2, 5]
+    assert experiment.train_config()["eval_epochs"] == [3]  # the source is left alone
+    dense = _load(tmp_path, sparse.replace("eval_every: 0", "eval_every: 1"), "dense.yaml")
+    assert training_settings(dense, None) == training_settings(experiment, None)
+    longer = _load(tmp_path, sparse.replace("epochs: 4", "epochs: 5"), "longer.yaml")
+    assert training_settings(longer, None) != training_settings(experiment, None)
 
 
 def test_a_search_calibrates_designs_drawn_with_its_seed_within_its_constraints():

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
+from scaling_lab.sweep.calibrate import sample_designs
+from scaling_lab.sweep.experiment import Scheduler, load_experiment
 from scaling_lab.sweep.rungs import RungRule, row_history
+from scaling_lab.sweep.trial import Trial, TrialContext, evaluated_rungs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rule(**kw) -> RungRule:
@@ -18,6 +25,23 @@ def test_milestones_are_asha_rungs_below_the_budget():
     assert _rule().milestones == [2, 4, 8]
     assert _rule(grace_period=1, reduction_factor=3, max_t=9).milestones == [1, 3]
     assert _rule(grace_period=5, max_t=5).milestones == []
+
+
+def test_a_trial_evaluates_its_rungs_whatever_the_cadence(tmp_path):
+    """The shipped search evaluates only at its rung and the end (``eval_every: 0``); every
+    trial's settings name the rung, so ASHA's decision has its metric."""
+    experiment = load_experiment(ROOT / "experiments" / "elan_search.yaml")
+    assert experiment.train["eval_every"] == 0 and experiment.scheduler.grace_period == 6
+    design = dict(sample_designs(experiment, 2)[0].overrides)
+    ctx = TrialContext(experiment, str(tmp_path / "runs"), str(tmp_path / "reports"))
+    assert Trial(design, ctx).settings["eval_epochs"] == [6]
+    quartered = dataclasses.replace(
+        experiment, scheduler=Scheduler(metric="AP50", grace_period=2, reduction_factor=3)
+    )
+    assert evaluated_rungs(quartered, {"epochs": 20, "eval_epochs": [5]}) == [2, 5, 6, 18]
+    assert evaluated_rungs(quartered, {"epochs": 2}) == []  # the end is evaluated anyway
+    unscheduled = dataclasses.replace(experiment, scheduler=None)
+    assert evaluated_rungs(unscheduled, {"epochs": 10, "eval_epochs": [3]}) == [3]
 
 
 def test_the_first_batch_is_never_stopped_and_later_ones_face_its_median():

@@ -336,3 +336,30 @@ def test_real_data_and_loss_resume_exactly(spec_path, tmp_path, monkeypatch, wor
     resume(out)
     assert _steps(out) == _steps(tmp_path / "ref")
     assert read_csv(out / "results.csv") == read_csv(tmp_path / "ref" / "results.csv")
+
+
+def test_evaluation_cadence_changes_no_weight_and_no_metric(spec_path, tmp_path, monkeypatch):
+    """Real evaluator, 3 epochs: every epoch evaluated, or only epoch 2 (``eval_epochs``) and
+    the last. The sparse run trains the same steps to the same weights, and the epochs it
+    evaluates get the same AP; a sweep evaluates only its rungs on this guarantee."""
+    monkeypatch.setenv("SCALING_LAB_CACHE", str(tmp_path / "cache"))
+    kw = {"data": "synth:images=32,size=64", "img_size": 64, "batch_size": 8, "epochs": 3}
+    dense, sparse = tmp_path / "dense", tmp_path / "sparse"
+    train(fakes.fake_config(spec_path, dense, eval_every=1, **kw))
+    train(fakes.fake_config(spec_path, sparse, eval_every=0, eval_epochs=[2], **kw))
+    assert _steps(sparse) == _steps(dense)
+    got, want = load_checkpoint(sparse)["model"], load_checkpoint(dense)["model"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    dense_rows, sparse_rows = read_csv(dense / "results.csv"), read_csv(sparse / "results.csv")
+    evaluated = [row["epoch"] for row in sparse_rows if row["AP50"] not in (None, "")]
+    assert [int(epoch) for epoch in evaluated] == [1, 2]  # 0-based: epoch 2 and the last
+    assert all(row["AP50"] not in (None, "") for row in dense_rows)
+    for a, b in zip(sparse_rows, dense_rows):
+        if a["AP50"] not in (None, ""):
+            assert a["AP50"] == b["AP50"] and a["total"] == b["total"]
+
+
+def test_eval_epochs_must_be_epochs(spec_path, tmp_path):
+    with pytest.raises(ValueError, match=r"epochs >= 1, got \[0, 2\]") as caught:
+        fakes.fake_config(spec_path, tmp_path / "run", eval_epochs=[0, 2])
+    assert caught.value.field == "eval_epochs"
