@@ -259,7 +259,7 @@ def _run_search(session: _Session, retry_failed: bool) -> None:
             break
         known = {p.key for p in log}
         count = min(size, search.trials - len(known))
-        batch = study.ask(number, count, first_index=len(log))
+        batch = study.ask(number, count, first_index=len(log), known=frozenset(known))
         log += batch
         store.write_proposals([p.as_dict() for p in log])
         done = store.terminal_keys()

@@ -3,7 +3,8 @@ same designs in the same order.
 
 Proposing from a shared sampler while trials finish in whatever order the machine gives makes
 every proposal depend on timing. Here the driver asks the study for a batch of designs (as
-many as run at once), the batch trains, and only then is the sampler told every result, in
+many new ones as run at once; a design proposed again is told its stored row and holds no
+slot), the batch trains, and only then is the sampler told every result, in
 proposal order; then the next batch is asked. Each batch's sampler is seeded from
 (``search.seed``, batch number), so a proposal depends on the results told before it and on
 nothing else.
@@ -37,6 +38,8 @@ from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.experiment import Experiment, params_key
 from scaling_lab.sweep.store import TrialStore
 from scaling_lab.sweep.trial import INFEASIBLE_AP
+
+ASKS_PER_SLOT = 5  # proposals asked per trial slot of a batch, at most (repeats fill none)
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,23 @@ class SearchStudy:
         )
         self._asked: dict[int, Any] = {}  # proposal index -> its Optuna trial
 
-    def ask(self, batch: int, count: int, first_index: int) -> list[Proposal]:
-        """``count`` new proposals of batch ``batch``, numbered from ``first_index``."""
+    def ask(
+        self, batch: int, count: int, first_index: int, known: frozenset[str] = frozenset()
+    ) -> list[Proposal]:
+        """Proposals of batch ``batch``, numbered from ``first_index``, until ``count`` of them
+        are designs outside ``known`` and each other: a design proposed again (its stored row
+        is told with the batch) holds no trial slot, which would otherwise idle through the
+        batch. At most ``ASKS_PER_SLOT`` x ``count`` asks, for a space that is running out."""
         self.study.sampler = make_sampler(self.experiment, batch)
-        return [self._ask(batch, first_index + i) for i in range(count)]
+        proposals: list[Proposal] = []
+        seen = set(known)
+        while len(proposals) < ASKS_PER_SLOT * count:
+            proposal = self._ask(batch, first_index + len(proposals))
+            proposals.append(proposal)
+            seen.add(proposal.key)
+            if len(seen) - len(known) == count:
+                break
+        return proposals
 
     def replay(self, proposals: list[Proposal]) -> None:
         """Ask a logged batch again, each design as fixed parameters."""

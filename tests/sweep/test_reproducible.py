@@ -128,3 +128,41 @@ def test_resuming_with_a_changed_space_is_refused(first, tmp_path):
         UserError, match=r"logged proposal 0 .* is not in the search space any more"
     ):
         _run(load_experiment(path), tmp_path, resume=True)
+
+
+SMALL_SPACE = """\
+base: yolov7-tiny
+metrics: [params, gflops]
+search:
+  space:
+    elan1.depth: {type: int, low: 1, high: 2}
+    scale.width: {type: categorical, choices: [0.25, 0.5]}
+  trials: TRIALS
+  objectives: {params: min, gflops: max}
+  sampler: nsga2
+  seed: 3
+max_concurrent: 2
+"""
+
+
+@pytest.mark.parametrize("trials", [4, 6])
+def test_a_design_proposed_again_holds_no_slot(tmp_path, trials):
+    """Four designs in the space: the random first generation proposes some again. Each is
+    logged and told with its batch, but the batch asks on until it holds two new designs;
+    a budget beyond the space ends when the space runs out (ask limits, idle batches)."""
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_SPACE.replace("TRIALS", str(trials)))
+    experiment = load_experiment(path)
+    frame = _run(experiment, tmp_path)
+    proposed = _proposals(tmp_path, experiment)
+    assert len(frame) == 4 and frame["key"].is_unique  # every design of the space, once
+    assert len(proposed) > 4  # the sampler did propose designs again
+    first_seen = {}
+    for _, batch, key in proposed:
+        first_seen.setdefault(key, batch)
+    new_per_batch = [list(first_seen.values()).count(b) for b in sorted(set(first_seen.values()))]
+    assert new_per_batch == [2, 2]  # no batch trained a single design beside a repeat
+    assert [batch for _, batch, _ in proposed] == sorted(batch for _, batch, _ in proposed)
+    again = tmp_path / "again"
+    _run(experiment, again)
+    assert _proposals(again, experiment) == proposed
