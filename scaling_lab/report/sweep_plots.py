@@ -26,6 +26,7 @@ from scaling_lab.report.pareto import finished_mask, pareto_flags, pareto_mask
 from scaling_lab.report.sweep_table import ReportContext, collapse_repeats, prepare
 
 DPI = 150
+SVG_SALT = "scaling_lab"  # SVG ids: the same on every run (matplotlib draws a random salt)
 # Beyond this many points only the Pareto-front points get a text label (the rest would clutter).
 MAX_LABELS = 15
 PEER_MARKERS = ("s", "^", "v", "D", "P", "X", "<", ">", "h", "p")
@@ -49,7 +50,11 @@ def _figure(width: float = 6.4, height: float = 4.8) -> tuple[Figure, Axes]:
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``<name>.png`` and ``<name>.svg`` atomically (no timestamp, so reruns are stable)."""
+    """Write ``<name>.png`` and ``<name>.svg`` atomically, byte for byte the same on a rerun
+    (no timestamp; SVG element ids from a fixed salt instead of a random one), so a committed
+    report changes only where its content does."""
+    import matplotlib
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -57,7 +62,8 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
         buffer = io.BytesIO()
         metadata = {"Date": None} if ext == "svg" else None
         # "tight" keeps point labels near the right edge inside the image
-        fig.savefig(buffer, format=ext, dpi=DPI, metadata=metadata, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.hashsalt": SVG_SALT}):
+            fig.savefig(buffer, format=ext, dpi=DPI, metadata=metadata, bbox_inches="tight")
         paths.append(atomic_write_bytes(out_dir / f"{name}.{ext}", buffer.getvalue()))
     return paths
 

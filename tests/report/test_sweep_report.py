@@ -283,6 +283,9 @@ def test_write_report_writes_tables_and_plots(tmp_path) -> None:
     csv = pd.read_csv(tmp_path / "out" / "table.csv").set_index("label")
     assert csv.loc["small", "AP"] == pytest.approx(52.0)
     assert not list((tmp_path / "out").glob("*.tmp"))
+    # a rerun writes the same bytes (matplotlib's SVG ids are random unless salted)
+    again = {p.name: p.read_bytes() for p in write_report(variant_results(), ctx, tmp_path / "2")}
+    assert again == {p.name: p.read_bytes() for p in paths}
 
 
 def test_write_report_rejects_unknown_formats_before_writing(tmp_path) -> None:
