@@ -145,7 +145,7 @@ max_concurrent: 2
 """
 
 
-@pytest.mark.parametrize("trials", [4, 6])
+@pytest.mark.parametrize("trials", [4, pytest.param(6, marks=pytest.mark.slow)])
 def test_a_design_proposed_again_holds_no_slot(tmp_path, trials):
     """Four designs in the space: the random first generation proposes some again. Each is
     logged and told with its batch, but the batch asks on until it holds two new designs;
