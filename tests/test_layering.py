@@ -21,6 +21,7 @@ RANKS = {
     "atomic": 0,
     "eval_protocol": 0,
     "limits": 0,
+    "device": 3,  # the default-device rule and precision names (torch imported lazily)
     "schema": 1,
     "spec": 2,
     "zoo": 3,

@@ -40,6 +40,7 @@ from scaling_lab.analyze.timing import (
     summarize,
     time_calls,
 )
+from scaling_lab.device import torch_dtype
 from scaling_lab.nn import postprocess
 from scaling_lab.nn.memory import check_fits
 from scaling_lab.spec.errors import SpecError
@@ -55,7 +56,6 @@ FORMS = ("deploy", "training")
 PRESETS = {"paper": {"device": "cuda", "dtype": "fp16", "batch": 1}}
 PAPER_SIZES = {32: 640, 64: 1280}  # max stride -> letterboxed size in the paper's tables
 REQUEST_OPTIONS = ("warmup", "iters", "threads", "cuda_graph")  # benchmark options checked early
-TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def apply_preset(
@@ -239,13 +239,13 @@ def _place(
     and the fixed random input made once on the device."""
     import torch
 
-    torch_dtype = getattr(torch, TORCH_DTYPES[req.dtype])
+    dtype = torch_dtype(req.dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    module = module.eval().to(device=req.device, dtype=torch_dtype)
+    module = module.eval().to(device=req.device, dtype=dtype)
     module = module.to(memory_format=memory_format)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(req.batch, 3, img_size, img_size, generator=gen)
-    x = x.to(device=req.device, dtype=torch_dtype).contiguous(memory_format=memory_format)
+    x = x.to(device=req.device, dtype=dtype).contiguous(memory_format=memory_format)
     return (torch.compile(module) if compile else module), x
 
 

@@ -37,9 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from scaling_lab.analyze.latency import TORCH_DTYPES, _device_run
+from scaling_lab.analyze.latency import _device_run
 from scaling_lab.analyze.op_config import OpConfig, RunSettings
 from scaling_lab.analyze.timing import num_threads, summarize, time_calls
+from scaling_lab.device import torch_dtype
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.ops import Detect, MaxPool, Shape
 
@@ -68,7 +69,7 @@ class Setup:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, TORCH_DTYPES[self.run.dtype])
+        return torch_dtype(self.run.dtype)
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -16,10 +16,10 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from scaling_lab.device import DTYPE_BYTES
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.ops.base import Op, Shape
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 LAYOUTS = ("nchw", "nhwc")  # contiguous, channels-last
 
 

@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaling_lab.device import DTYPES, resolve_device
 from scaling_lab.limits import MAX_ITERS, MAX_THREADS
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
-DTYPES = ("fp32", "fp16", "bf16")
 # defaults per device type: a GPU needs more calls to reach steady clocks
 DEFAULT_WARMUP = {"cpu": 5, "cuda": 25}
 DEFAULT_ITERS = {"cpu": 30, "cuda": 200}
@@ -259,7 +259,7 @@ def resolve_request(
     cuda_graph: bool = False,
 ) -> Request:
     """Check a request; bad input raises ``SpecError`` naming the field."""
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype '{dtype}' (known: {', '.join(DTYPES)})", field="dtype")
     if dtype == "fp16" and dev.type == "cpu":
@@ -291,36 +291,6 @@ def resolve_request(
         if value > limit:
             raise SpecError(f"must be at most {limit}, got {value}", field=name)
     return Request(str(dev), dtype, batch, warmup, iters, threads)
-
-
-def _resolve_device(device: str) -> torch.device:
-    """``cpu`` or a usable ``cuda:N`` (a bare ``cuda`` becomes ``cuda:0``)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SpecError(
-            f"unknown device '{device}' (use cpu or cuda[:N])", field="device"
-        ) from None
-    if dev.type not in ("cpu", "cuda"):
-        raise SpecError(f"unsupported device '{device}' (use cpu or cuda[:N])", field="device")
-    if dev.type == "cpu":
-        return dev
-    if not torch.cuda.is_available():
-        built = torch.version.cuda or "none"
-        raise SpecError(
-            f"CUDA was requested but no CUDA device is usable (torch {torch.__version__}, "
-            f"built for CUDA {built}); use --device cpu",
-            field="device",
-        )
-    index = dev.index or 0
-    if index >= torch.cuda.device_count():
-        raise SpecError(
-            f"no CUDA device {index} (this machine has {torch.cuda.device_count()})",
-            field="device",
-        )
-    return torch.device("cuda", index)
 
 
 # --- environment ------------------------------------------------------------------------

@@ -388,10 +388,11 @@ class Experiment:
 
     def _check_latency(self) -> None:
         from scaling_lab.analyze.timing import resolve_request
+        from scaling_lab.device import default_device
 
         options = self.latency.given()
         options.pop("channels_last", None)
-        options.setdefault("device", _default_device())
+        options.setdefault("device", default_device())
         try:
             resolve_request(**options)
         except SpecError as exc:
@@ -428,21 +429,15 @@ class Experiment:
         return out
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _check_trial_settings(settings: dict[str, Any], source: str, where: str) -> None:
     """What a trial's training would refuse at its start: its device and its dataset."""
-    from scaling_lab.analyze.timing import resolve_request
     from scaling_lab.data.sources import check_data_ref
+    from scaling_lab.device import check_device
 
     device = settings.get("device")
     if device is not None:
         try:
-            resolve_request(device=device)
+            check_device(device)
         except SpecError as exc:
             raise SpecError(exc.reason, source=source, field=f"{where}.device") from None
     data = settings.get("data")

@@ -91,9 +91,9 @@ def check_resources(experiment: Experiment, num_cpus: int | None) -> None:
             field="resources.cpu",
         )
     if want.gpu > 0:
-        import torch
+        from scaling_lab.device import gpu_count
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        gpus = gpu_count()
         if want.gpu > gpus:
             raise SpecError(
                 f"a trial asks for {want.gpu:g} GPUs, this machine has {gpus}",
@@ -112,9 +112,9 @@ def trial_slots(experiment: Experiment, num_cpus: int | None, address: str | Non
 
     have = ray.cluster_resources() if address else {"CPU": num_cpus or os.cpu_count() or 1}
     if not address and experiment.resources.gpu > 0:
-        import torch
+        from scaling_lab.device import gpu_count
 
-        have["GPU"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        have["GPU"] = gpu_count()
     slots = []
     for name, want in (("CPU", experiment.resources.cpu), ("GPU", experiment.resources.gpu)):
         if want > 0:

@@ -286,12 +286,11 @@ class Trial:
         )
 
     def _latency(self, graph) -> None:
-        import torch
-
         from scaling_lab.analyze.latency import benchmark
+        from scaling_lab.device import default_device
 
         options = self.experiment.latency.given()
-        options.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
+        options.setdefault("device", default_device())
         result = benchmark(graph, **options)
         protocol = result.protocol
         self.row.update(

@@ -4,7 +4,6 @@ loss-gain scaling of the reference's train.py."""
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -145,15 +144,6 @@ class TrainConfig:
         if "autoanchor" not in data:  # written before autoanchor existed: trained without
             data = {**data, "autoanchor": False}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@functools.cache
-def check_device(device: str) -> None:
-    """A usable ``cpu`` / ``cuda[:N]`` (a ``UserError`` naming the field otherwise), checked
-    before a model is moved there: torch's own refusal is a multi-line traceback."""
-    from scaling_lab.analyze.timing import resolve_request
-
-    resolve_request(device=device)
 
 
 def _hints() -> dict[str, Any]:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from scaling_lab.device import check_device, default_device
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
-from scaling_lab.train.config import check_device
 
 
 def plain_number(value: Any) -> Any:
@@ -122,7 +122,7 @@ def evaluate_checkpoint(
     """``lab eval``: AP of a checkpoint's EMA weights (fused when asked) on ``data``'s val
     split. Returns the metrics plus what was evaluated (model, image size, form)."""
     backends = backends or Backends()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     check_device(device)
     ckpt = load_checkpoint(weights)
     path = Path(weights) / "weights" / "last.pt" if Path(weights).is_dir() else Path(weights)

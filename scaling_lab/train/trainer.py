@@ -36,6 +36,7 @@ import yaml
 from torch import nn
 
 from scaling_lab.data.errors import DataError
+from scaling_lab.device import check_device, default_device
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.nn.memory import check_fits
@@ -60,7 +61,6 @@ from scaling_lab.train.checkpoint import (
 )
 from scaling_lab.train.config import (
     TrainConfig,
-    check_device,
     detect_head,
     model_size,
     scale_loss_gains,
@@ -126,7 +126,7 @@ class Trainer:
         cfg, backends = self.cfg, self.backends
         self.dist = ddp.dist_info_from_env()
         self.is_main = self.dist.is_main
-        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = cfg.device or default_device()
         if not self.dist.enabled:  # under torchrun each rank takes its local GPU
             check_device(device)
         self.device = ddp.setup(self.dist, device)
