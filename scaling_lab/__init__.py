@@ -48,7 +48,7 @@ _LAZY = {
     "evaluate_checkpoint": ("scaling_lab.train.evaluation", "evaluate_checkpoint"),
     "evaluate_model": ("scaling_lab.train.evaluation", "evaluate_model"),
     "convert_weights": ("scaling_lab.weights", "convert_weights"),
-    "Experiment": ("scaling_lab.sweep.experiment", "Experiment"),
+    "Experiment": ("scaling_lab.sweep.experiment_format", "Experiment"),
     "load_experiment": ("scaling_lab.sweep.experiment", "load_experiment"),
     "run_sweep": ("scaling_lab.sweep.runner", "run_sweep"),
     "write_sweep_report": ("scaling_lab.report.sweep_report", "write_sweep_report"),

@@ -1,6 +1,7 @@
 """Ablation sweeps: experiment specs, the Ray Tune runner and its results store."""
 
-from scaling_lab.sweep.experiment import Experiment, Variant, load_experiment
+from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.experiment_format import Experiment, Variant
 from scaling_lab.sweep.runner import run_sweep
 from scaling_lab.sweep.store import TrialStore, read_results, results_frame
 

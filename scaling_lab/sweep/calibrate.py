@@ -24,16 +24,11 @@ import pandas as pd
 
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import (
-    Experiment,
-    Scheduler,
-    Variant,
-    base_graph,
-    params_key,
-    slug,
-)
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant
+from scaling_lab.sweep.experiment_graphs import base_graph
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.rungs import row_history
+from scaling_lab.sweep.trial_keys import params_key, slug
 
 DEFAULT_SEEDS = 3
 DEFAULT_SEARCH_DESIGNS = 6

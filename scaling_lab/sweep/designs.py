@@ -21,9 +21,9 @@ from scaling_lab import schema
 from scaling_lab.errors import UserError
 from scaling_lab.graph.block_graph import BlockGraph
 from scaling_lab.spec.yaml_lines import read_text_file, read_yaml_mapping
-from scaling_lab.sweep.experiment import params_key
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.space import Distribution, SpaceFile
+from scaling_lab.sweep.trial_keys import params_key
 
 MAX_GRID = 4096  # designs a finite space may have to be enumerated whole
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.sweep.experiment import Experiment, Scheduler
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler
 
 REFRESH_S = 1.0  # the live line's update interval
 # columns a trial line shows, in this order, when the row has them

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import Experiment
+from scaling_lab.sweep.experiment_format import Experiment
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

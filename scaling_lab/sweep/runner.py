@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import Experiment, Scheduler, trial_key
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler
 from scaling_lab.sweep.progress import SweepProgress, progress_metric
 from scaling_lab.sweep.ray_setup import (
     LOOPBACK_ENV,
@@ -41,6 +41,7 @@ from scaling_lab.sweep.rungs import RungRule, row_history, rung_scheduler
 from scaling_lab.sweep.search import Proposal, SearchStudy, logged_batches
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
+from scaling_lab.sweep.trial_keys import trial_key
 
 __all__ = ["LOOPBACK_ENV", "default_progress", "init_ray", "run_sweep"]
 MAX_IDLE_BATCHES = 5  # a search ends after this many batches in a row propose no new design

@@ -35,9 +35,10 @@ import numpy as np
 
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment import Experiment, params_key
+from scaling_lab.sweep.experiment_format import Experiment
 from scaling_lab.sweep.store import TrialStore
 from scaling_lab.sweep.trial import INFEASIBLE_AP
+from scaling_lab.sweep.trial_keys import params_key
 
 ASKS_PER_SLOT = 5  # proposals asked per trial slot of a batch, at most (repeats fill none)
 

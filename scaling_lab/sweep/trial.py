@@ -30,18 +30,12 @@ from typing import Any
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.sweep.experiment import (
-    Experiment,
-    Scheduler,
-    Variant,
-    sampled_params,
-    training_graph,
-    trial_key,
-    variant_graph,
-)
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant
+from scaling_lab.sweep.experiment_graphs import training_graph, variant_graph
 from scaling_lab.sweep.materialize import Overrides, merge_train
 from scaling_lab.sweep.rungs import rung_epochs
 from scaling_lab.sweep.store import TERMINAL, TrialStore
+from scaling_lab.sweep.trial_keys import sampled_params, trial_key
 
 INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
 

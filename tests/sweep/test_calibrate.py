@@ -96,7 +96,7 @@ def test_a_search_calibrates_designs_drawn_with_its_seed_within_its_constraints(
     assert set(designs[0].overrides) == set(experiment.search.space)
     from scaling_lab.analyze.profile import profile
     from scaling_lab.models import model_ref
-    from scaling_lab.sweep.experiment import variant_graph
+    from scaling_lab.sweep.experiment_graphs import variant_graph
 
     for design in designs:  # elan_search keeps designs under 4M params
         graph = variant_graph(experiment, design)

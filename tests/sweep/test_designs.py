@@ -16,8 +16,8 @@ from scaling_lab.sweep.designs import (
     space_params,
     values,
 )
-from scaling_lab.sweep.experiment import params_key
 from scaling_lab.sweep.space import Distribution
+from scaling_lab.sweep.trial_keys import params_key
 
 ELAN_TINY = Path(__file__).resolve().parents[2] / "search_spaces" / "elan_tiny.yaml"
 

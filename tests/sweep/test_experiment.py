@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from scaling_lab.errors import UserError
-from scaling_lab.sweep.experiment import load_experiment, params_key, trial_key
+from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.space import parse_constraint, parse_distribution
+from scaling_lab.sweep.trial_keys import params_key, trial_key
 
 HERE = Path(__file__).parent
 

@@ -14,7 +14,8 @@ from scaling_lab import ops, resolve_spec
 from scaling_lab.analyze.profile import profile
 from scaling_lab.layers.plan_repconv import feeds_join
 from scaling_lab.models import get_block_graph, get_layer_graph
-from scaling_lab.sweep.experiment import load_experiment, variant_graph
+from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.experiment_graphs import variant_graph
 from scaling_lab.sweep.materialize import merge_train
 from scaling_lab.sweep.reference import paper_rows
 from scaling_lab.train.config import TrainConfig

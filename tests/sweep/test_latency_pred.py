@@ -13,9 +13,10 @@ from scaling_lab.analyze.latency_table import load_table
 from scaling_lab.errors import UserError
 from scaling_lab.models import get_block_graph, get_layer_graph, model_ref
 from scaling_lab.sweep import trial as trial_module
-from scaling_lab.sweep.experiment import load_experiment, params_key
+from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.trial import Trial, TrialContext
+from scaling_lab.sweep.trial_keys import params_key
 from tests.analyze.latency_fakes import hand_table, write_table
 
 FITS = {"*": {"coef": [2e-8, 1e-8, 0.01], "n": 40, "cv_mape": 10.0}}

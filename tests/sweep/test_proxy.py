@@ -10,7 +10,8 @@ import pytest
 
 from scaling_lab.errors import UserError
 from scaling_lab.report.sweep_report import _proxy_note
-from scaling_lab.sweep.experiment import load_experiment, training_graph, variant_graph
+from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.experiment_graphs import training_graph, variant_graph
 from scaling_lab.transforms.scale import scale
 
 TABLE = """\

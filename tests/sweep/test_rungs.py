@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from scaling_lab.sweep.calibrate import sample_designs
-from scaling_lab.sweep.experiment import Scheduler, load_experiment
+from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.experiment_format import Scheduler
 from scaling_lab.sweep.rungs import RungRule, row_history
 from scaling_lab.sweep.trial import Trial, TrialContext, evaluated_rungs
 
