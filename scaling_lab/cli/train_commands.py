@@ -18,6 +18,7 @@ from scaling_lab.cli.args import (
     pick,
     positive,
 )
+from scaling_lab.cli.train_flags import add_train_flags, config_settings, flag_of
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_SYNTH_IMAGES, MAX_WORKERS
 from scaling_lab.schema import FieldError
@@ -90,8 +91,9 @@ def _hyp_file(path: str | None) -> dict[str, float]:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of a fresh run (``lab train`` without ``--resume``)."""
-    from scaling_lab.train.trainer import TrainConfig
+    """The TrainConfig of a fresh run (``lab train`` without ``--resume``): the flags the user
+    gave over TrainConfig's own defaults."""
+    from scaling_lab.train.config import TrainConfig
 
     if not args.model or not args.data:
         raise SpecError("give --model and --data (or --resume RUN_DIR)", field="model")
@@ -99,41 +101,16 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         raise SpecError("under torchrun, name the run folder with --out", field="out")
     if args.out is not None:
         check_output_dir(args.out, "out")
-    settings = dict(
-        out=args.out or _default_run_dir(args.model),
-        img_size=args.img,
-        epochs=args.epochs or 300,
-        batch_size=args.batch,
-        aux_constraint=args.aux_constraint == "on",
-        assign=args.assign,
-        aux_head=not args.no_aux_head,
-        autoanchor=not args.no_autoanchor,
-        tensorboard=not args.no_tensorboard,
-        hyp={**_hyp_file(args.hyp_file), **_parse_hyp(args.hyp)},
-        recipe=args.recipe,
-        **pick(
-            args,
-            "model",
-            "data",
-            "aux_assigner",
-            "device",
-            "seed",
-            "workers",
-            "deterministic",
-            "schedule",
-            "optimizer",
-            "eval_every",
-            "eval_fused",
-            "save_every",
-            "nominal_batch",
-            "warmup_min_steps",
-        ),
-    )
+    settings = {
+        **config_settings(args),
+        "out": args.out or _default_run_dir(args.model),
+        "hyp": {**_hyp_file(args.hyp_file), **_parse_hyp(args.hyp)},
+    }
     try:
         return TrainConfig(**settings)
     except FieldError as exc:  # a value the flag's type lets through (hyp keys, ranges)
-        flag = "--" + exc.field.split(".")[0].replace("_", "-")
-        raise SpecError(str(exc), field=flag) from None
+        name = exc.field.split(".")[0]
+        raise SpecError(str(exc), field=flag_of(name) if name != "hyp" else "--hyp") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -197,105 +174,14 @@ def _add_data_commands(sub) -> None:
 
 def _add_train_parser(sub) -> None:
     tr = sub.add_parser("train", help="train a model (SGD, EMA, AMP, DDP via torchrun)")
-    tr.add_argument("--model", help="zoo name or spec path")
-    tr.add_argument("--data", help="dataset folder (COCO layout) or 'synth'")
-    tr.add_argument(
-        "--img", type=bounded(1, MAX_IMG_SIZE), help="train/val image size (default: the spec's)"
-    )
-    tr.add_argument("--epochs", type=positive, help="epochs (300; with --resume: extend to)")
-    tr.add_argument("--batch", type=positive, default=16, help="total batch size (16)")
-    tr.add_argument(
-        "--assign",
-        choices=("own_prior", "reference"),
-        default=None,
-        help="label assignment: 'reference' = YOLOv7's ComputeLossOTA / ComputeLossAuxOTA "
-        "(no explicit --aux-constraint bound); 'own_prior' = each target within its own "
-        "prior, one target per prediction (default: the --recipe's: reference / own_prior)",
-    )
-    tr.add_argument(
-        "--aux-assigner",
-        choices=("independent", "lead_guided", "coarse_to_fine"),
-        default="coarse_to_fine",
-        help="label assignment of the auxiliary heads (paper §4.2)",
-    )
-    tr.add_argument("--aux-constraint", choices=("on", "off"), default="on")
-    add_switch(
-        tr,
-        "--no-aux-head",
-        "train without the auxiliary head: it (and what only it reads) leaves the training "
-        "graph (the base rows of the paper's Tables 6-8)",
-    )
-    add_switch(
-        tr,
-        "--no-autoanchor",
-        "keep the model's anchors even when they fit < 98%% of the training labels (by default "
-        "they are refit to the labels first, as the reference trainer does)",
-    )
-    tr.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/train/MODEL)")
+    add_train_flags(tr)
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
-    tr.add_argument("--device", help="cpu | cuda (default: cuda if available)")
-    tr.add_argument("--seed", type=bounded(0, 2**63 - 1), default=0)
-    tr.add_argument(
-        "--nominal-batch",
-        type=positive,
-        default=64,
-        help="accumulate gradients to this many images per step (64, the paper's)",
-    )
-    tr.add_argument(
-        "--warmup-min-steps",
-        type=bounded(0, 2**31),
-        default=1000,
-        help="warm-up lasts at least this many steps (1000, the reference's)",
-    )
-    tr.add_argument(
-        "--hyp",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyper-parameter of the recipe (repeatable), e.g. lr0=0.02",
-    )
-    tr.add_argument(
-        "--workers", type=bounded(0, MAX_WORKERS), default=0, help="data loader processes (0)"
-    )
-    tr.add_argument(
-        "--eval-every",
-        type=bounded(0, 2**31),
-        default=1,
-        metavar="K",
-        help="evaluate every K epochs",
-    )
-    add_switch(tr, "--eval-fused", "also evaluate the fused model")
-    tr.add_argument(
-        "--save-every",
-        type=bounded(0, 2**31),
-        default=0,
-        metavar="N",
-        help="also checkpoint every N steps",
-    )
-    tr.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
-    tr.add_argument(
-        "--optimizer",
-        choices=("sgd", "adam", "adamw"),
-        default="sgd",
-        help="Nesterov SGD (the paper's, default) or Adam / AdamW with beta1 = the recipe's "
-        "momentum; Adam wants a smaller lr: --hyp lr0=0.001 --hyp warmup_bias_lr=0.01",
-    )
-    tr.add_argument(
-        "--recipe",
-        choices=("reference", "ours"),
-        default="reference",
-        help="'reference': the reference trainer's behaviour piece for piece (default); "
-        "'ours': our deliberate departures (data reshuffled every epoch, own_prior label "
-        "assignment; docs/recipe.md)",
-    )
     tr.add_argument(
         "--hyp-file",
         metavar="YAML",
         help="a hyper-parameter file in the reference's format (e.g. its "
         "data/hyp.scratch.tiny.yaml): every key must be one of the recipe's; --hyp wins",
     )
-    add_switch(tr, "--deterministic", "deterministic kernels")
-    add_switch(tr, "--no-tensorboard", "CSV logs only")
     tr.set_defaults(func=_cmd_train)
 
 

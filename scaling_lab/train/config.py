@@ -1,77 +1,150 @@
 """What a training run depends on besides the code (``TrainConfig``, stored in every
-checkpoint), and the recipe's adjustments to the model: default-hyperparameter size and the
-loss-gain scaling of the reference's train.py."""
+checkpoint): the one place a training setting is declared, with its default, its choices, its
+range and its help. Settings dicts (an experiment's ``train:``) become a TrainConfig once, at
+their boundary, and ``lab train``'s flags are generated from these fields
+(``scaling_lab.cli.train_flags``). Torch-free, so the CLI can read it at start-up."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args, get_type_hints
-
-from torch import nn
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any, get_type_hints
 
 from scaling_lab.data.hyp import default_hyp
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC, MAX_WORKERS
 from scaling_lab.schema import FieldError, describe, type_ok
-from scaling_lab.train.optim import OptimizerKind
-from scaling_lab.train.recipe import RECIPES
+from scaling_lab.train.choices import AssignMode, AuxAssigner, LrSchedule, OptimizerKind
+from scaling_lab.train.recipe import DEFAULT_RECIPE, Recipe
 
-AuxAssigner = Literal["independent", "lead_guided", "coarse_to_fine"]
-AUX_ASSIGNERS = get_args(AuxAssigner)
 HYP_KEYS = tuple(default_hyp("p5"))  # the recipe's keys (every size has the same ones)
 DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?")
+MAX_COUNT = 2**31  # steps, epochs and cadences: bounded so that a typo cannot overflow
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    flag: str | None = None,
+    cli: bool = True,
+    factory: Any = MISSING,
+    metavar: str | None = None,
+    shown_default: str | None = None,
+) -> Any:
+    """A TrainConfig field with what its flag and its check need: ``help`` (the flag's text),
+    the inclusive range ``low``..``high``, the flag's name when it is not ``--field-name``
+    (``--no-x`` for a switch that turns a default-on setting off), ``cli=False`` for a
+    setting only files and code set; ``shown_default``: the flag's default when the CLI
+    fills it in itself."""
+    meta = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "flag": flag,
+        "cli": cli,
+        "metavar": metavar,
+        "shown_default": shown_default,
+    }
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on besides the code; stored in its checkpoints."""
 
-    model: str  # zoo name or spec path
-    data: str  # dataset directory or "synth"
-    out: str = "runs/train/exp"
-    img_size: int | None = None  # default: the spec's
-    nc: int | None = None  # default: the dataset's
-    epochs: int = 300
-    batch_size: int = 16  # total over all ranks
-    nominal_batch: int = 64  # gradients accumulate to this many images per optimizer step
-    aux_assigner: AuxAssigner = "coarse_to_fine"
-    aux_constraint: bool = True
-    aux_weight: float = 0.25
-    aux_head: bool = True  # False: train without the auxiliary head (dropped from the graph)
-    # label assignment: the reference's rule, or each target within its own prior (loss.py);
-    # None: the recipe's (``recipe.default_assign``)
-    assign: Literal["own_prior", "reference"] | None = None
-    device: str | None = None  # default: cuda if available
-    seed: int = 0
-    workers: int = 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
-    amp: bool | None = None  # default: on for CUDA
-    schedule: Literal["cosine", "linear"] = "cosine"
-    # the paper's Nesterov SGD, or Adam / AdamW (beta1 = hyp momentum; optim.build_optimizer)
-    optimizer: OptimizerKind = "sgd"
-    warmup_min_steps: int = 1000  # the reference warms up for at least 1000 steps
-    ema_decay: float = 0.9999
-    ema_tau: float = 2000.0
-    hyp: dict[str, Any] = field(default_factory=dict)  # overrides of default_hyp(model size)
-    # "reference": the reference trainer's behaviour; "ours": our deliberate departures
-    # (scaling_lab.train.recipe.OURS_DIFFERS)
-    recipe: Literal["reference", "ours"] = "reference"
-    # refit the anchors to the training labels when they match < 98% of them (autoanchor.py),
-    # as the reference trainer does unless --noautoanchor
-    autoanchor: bool = True
-    eval_every: int = 1  # evaluate every K epochs (0: last epoch only); always the last one
+    model: str = setting(help="zoo name or spec path")
+    data: str = setting(help="dataset folder (COCO or YOLO layout) or 'synth'")
+    out: str = setting(
+        "runs/train/exp", "run folder", metavar="RUN_DIR", shown_default="runs/train/MODEL"
+    )
+    img_size: int | None = setting(
+        None,
+        "train/val image size (default: the spec's)",
+        low=1,
+        high=MAX_IMG_SIZE,
+        flag="--img",
+        metavar="SIZE",
+    )
+    nc: int | None = setting(None, "classes (default: the dataset's)", low=1, high=MAX_NC)
+    epochs: int = setting(300, "epochs (with --resume: extend to)", low=1, high=MAX_COUNT)
+    batch_size: int = setting(16, "total batch size over all ranks", low=1, flag="--batch")
+    nominal_batch: int = setting(
+        64, "accumulate gradients to this many images per step (the paper's)", low=1
+    )
+    aux_assigner: AuxAssigner = setting(
+        "coarse_to_fine", "label assignment of the auxiliary heads (paper §4.2)"
+    )
+    aux_constraint: bool = setting(True, "the coarse labels' upper bound (paper §4.2)")
+    aux_weight: float = setting(0.25, "weight of the auxiliary head's loss", low=0.0)
+    aux_head: bool = setting(
+        True,
+        "train without the auxiliary head: it (and what only it reads) leaves the training "
+        "graph (the base rows of the paper's Tables 6-8)",
+        flag="--no-aux-head",
+    )
+    assign: AssignMode | None = setting(
+        None,
+        "label assignment: 'reference' = YOLOv7's ComputeLossOTA / ComputeLossAuxOTA "
+        "(no explicit aux-constraint bound); 'own_prior' = each target within its own "
+        "prior, one target per prediction (default: the recipe's, recipe.default_assign)",
+    )
+    device: str | None = setting(None, "cpu | cuda | cuda:N (default: cuda if available)")
+    seed: int = setting(0, "random seed", low=0, high=2**63 - 1)
+    workers: int = setting(0, "data loader processes", low=0, high=MAX_WORKERS)
+    deterministic: bool = setting(
+        False, "deterministic kernels (torch.use_deterministic_algorithms, warn only)"
+    )
+    amp: bool | None = setting(None, "mixed precision (default: on for CUDA)", cli=False)
+    schedule: LrSchedule = setting("cosine", "learning-rate schedule")
+    optimizer: OptimizerKind = setting(
+        "sgd",
+        "Nesterov SGD (the paper's) or Adam / AdamW with beta1 = the recipe's momentum; "
+        "Adam wants a smaller lr: --hyp lr0=0.001 --hyp warmup_bias_lr=0.01",
+    )
+    warmup_min_steps: int = setting(
+        1000, "warm-up lasts at least this many steps (the reference's)", low=0, high=MAX_COUNT
+    )
+    ema_decay: float = setting(0.9999, "EMA decay", low=0.0, high=1.0, cli=False)
+    ema_tau: float = setting(2000.0, "EMA warm-up ramp (steps)", low=0.0, cli=False)
+    hyp: dict[str, Any] = setting(
+        help="override a hyper-parameter of the recipe (repeatable), e.g. lr0=0.02",
+        factory=dict,
+    )
+    recipe: Recipe = setting(
+        DEFAULT_RECIPE,
+        "'reference': the reference trainer's behaviour piece for piece; 'ours': our "
+        "deliberate departures (data reshuffled every epoch, own_prior label assignment; "
+        "docs/recipe.md)",
+    )
+    autoanchor: bool = setting(
+        True,
+        "keep the model's anchors even when they fit < 98%% of the training labels (by "
+        "default they are refit to the labels first, as the reference trainer does)",
+        flag="--no-autoanchor",
+    )
+    eval_every: int = setting(
+        1, "evaluate every K epochs (0: the last only)", low=0, high=MAX_COUNT
+    )
     # 1-based epochs evaluated whatever eval_every says: a sweep adds its early-stopping rungs,
     # whose decision needs the metric there (evaluation draws no training randomness, so the
     # cadence changes no weight)
-    eval_epochs: list[int] = field(default_factory=list)
-    eval_fused: bool = False  # also evaluate reparameterize(EMA)
-    save_every: int = 0  # mid-epoch checkpoint every N steps (0: epoch ends only)
-    conf_thres: float = CONF_THRES
-    iou_thres: float = IOU_THRES
-    tensorboard: bool = True
-    progress: bool = True
+    eval_epochs: list[int] = setting(help="epochs always evaluated", factory=list, cli=False)
+    eval_fused: bool = setting(False, "also evaluate the fused (deploy) model")
+    save_every: int = setting(
+        0, "also checkpoint every N steps (0: epoch ends only)", low=0, high=MAX_COUNT
+    )
+    conf_thres: float = setting(
+        CONF_THRES, "evaluation confidence threshold", low=0.0, high=1.0, cli=False
+    )
+    iou_thres: float = setting(IOU_THRES, "evaluation NMS IoU", low=0.0, high=1.0, cli=False)
+    tensorboard: bool = setting(True, "CSV logs only", flag="--no-tensorboard")
+    progress: bool = setting(True, "progress bars", cli=False)
 
     def __post_init__(self) -> None:
         """Refuse values the types allow (``FieldError``, a ValueError: ``scaling_lab.schema``
@@ -81,45 +154,14 @@ class TrainConfig:
             value = getattr(self, f.name)
             if not type_ok(value, hints[f.name]):
                 raise FieldError(f.name, f"must be {describe(hints[f.name])}, got {value!r}")
-        if self.recipe not in RECIPES:
-            raise FieldError("recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        if self.aux_assigner not in AUX_ASSIGNERS:
-            raise FieldError(
-                "aux_assigner",
-                f"aux_assigner must be one of {', '.join(AUX_ASSIGNERS)}, got {self.aux_assigner}",
-            )
-        for name in ("epochs", "batch_size", "nominal_batch"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_min_steps", "eval_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+            _check_range(f, value)
         if any(epoch < 1 for epoch in self.eval_epochs):
             raise FieldError("eval_epochs", f"must be epochs >= 1, got {self.eval_epochs}")
-        self._check_ranges()
-        self._check_hyp()
-
-    def _check_ranges(self) -> None:
         if not self.data:
             raise FieldError("data", "must name a dataset folder or 'synth'")
-        if self.img_size is not None and not 1 <= self.img_size <= MAX_IMG_SIZE:
-            raise FieldError("img_size", f"must be 1 to {MAX_IMG_SIZE}, got {self.img_size}")
-        if self.nc is not None and not 1 <= self.nc <= MAX_NC:
-            raise FieldError("nc", f"must be 1 to {MAX_NC}, got {self.nc}")
-        if not 0 <= self.workers <= MAX_WORKERS:
-            raise FieldError("workers", f"must be 0 to {MAX_WORKERS}, got {self.workers}")
         if self.device is not None and not DEVICE.fullmatch(self.device):
             raise FieldError("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
-        for name, low, high in (
-            ("aux_weight", 0.0, math.inf),
-            ("ema_decay", 0.0, 1.0),
-            ("ema_tau", 0.0, math.inf),
-            ("conf_thres", 0.0, 1.0),
-            ("iou_thres", 0.0, 1.0),
-        ):
-            value = getattr(self, name)
-            if not (low <= value <= high and math.isfinite(value)):
-                raise FieldError(name, f"must be a number from {low:g} to {high:g}, got {value!r}")
+        self._check_hyp()
 
     def _check_hyp(self) -> None:
         """Every key a hyper-parameter of the recipe, every value a finite number: a
@@ -146,33 +188,34 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _check_range(f: Field, value: Any) -> None:
+    """The field's declared range (its metadata), for numbers; NaN is never in range."""
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if value is None or (low is None and high is None) or isinstance(value, bool):
+        return
+    low = -math.inf if low is None else low
+    high = math.inf if high is None else high
+    if isinstance(value, int):
+        if value < low:
+            raise FieldError(f.name, f"must be >= {low:.0f}, got {value}")
+        if value > high:
+            raise FieldError(f.name, f"must be at most {high:.0f}, got {value}")
+    elif not (low <= value <= high and math.isfinite(value)):
+        raise FieldError(f.name, f"must be a number from {low:g} to {high:g}, got {value!r}")
+
+
+def train_default(name: str) -> Any:
+    """A TrainConfig field's default (``train_default("epochs")`` -> 300): what a settings
+    dict that omits the key trains with."""
+    f = next((f for f in fields(TrainConfig) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"TrainConfig has no setting '{name}'")
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    if f.default is MISSING:
+        raise KeyError(f"TrainConfig's '{name}' has no default")
+    return f.default
+
+
 def _hints() -> dict[str, Any]:
     return get_type_hints(TrainConfig)
-
-
-def scale_loss_gains(hyp: dict, *, n_levels: int, nc: int, img_size: int) -> dict:
-    """The reference's loss-gain scaling (train.py): box by 3 / levels, cls by classes / 80
-    and 3 / levels, obj by (img / 640)^2 and 3 / levels. The criterion gets the scaled copy."""
-    out = dict(hyp)
-    if "box" in out:
-        out["box"] = out["box"] * 3.0 / n_levels
-    if "cls" in out:
-        out["cls"] = out["cls"] * nc / 80.0 * 3.0 / n_levels
-    if "obj" in out:
-        out["obj"] = out["obj"] * (img_size / 640) ** 2 * 3.0 / n_levels
-    return out
-
-
-def detect_head(model: nn.Module) -> nn.Module | None:
-    from scaling_lab.ops.modules import Detect
-
-    return next((m for m in model.modules() if isinstance(m, Detect)), None)
-
-
-def model_size(model: nn.Module) -> str:
-    """``tiny``, ``p5`` or ``p6``: which default hyperparameters fit the model."""
-    name = model.layer_graph.name.lower()
-    if "tiny" in name:
-        return "tiny"
-    head = detect_head(model)
-    return "p6" if head is not None and float(head.stride.max()) >= 64 else "p5"

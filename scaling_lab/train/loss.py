@@ -1,6 +1,7 @@
 """The YOLOv7 training loss: lead head, and the auxiliary head of §4.2 (Fig. 5, Tables 6-8).
 
-``assign`` picks the label assignment (``assign.py``):
+``assign`` picks the label assignment (``assign.py``); by default the default recipe's
+(``recipe.default_assign()``: ``"reference"``), the same rule as ``lab train``:
 
 - ``"reference"``: the reference's (WongKinYiu/yolov7): ``ComputeLossOTA``'s without
   auxiliary maps; with them (and ``aux_weight > 0``) ``ComputeLossAuxOTA``'s, whose lead
@@ -11,7 +12,7 @@
   (``tests/train/test_reference_assign.py``). ``aux_assigner`` ``lead_guided`` and
   ``independent`` work as below with the reference's rule; the explicit upper bound
   (``aux_constraint``) is not applied: the reference has none.
-- ``"own_prior"`` (the default): each target within its own prior, each prediction positive
+- ``"own_prior"``: each target within its own prior, each prediction positive
   at most once, and the auxiliary rules below, with the deviations listed at the end.
 
 Per head and level, on the positives of the head's label assignment:
@@ -28,7 +29,7 @@ Per head and level, on the positives of the head's label assignment:
 The three sums are scaled by ``hyp['box']``, ``hyp['obj']``, ``hyp['cls']`` and the total is
 multiplied by the batch size, as the reference does. The gains are used as given: the
 reference's train.py first rescales them for the number of levels, classes and the image
-size, and so does the trainer here (``scaling_lab.train.trainer.scale_loss_gains``).
+size, and so does the trainer here (``scaling_lab.train.recipe_fit.scale_loss_gains``).
 
 Auxiliary head (models built with ``aux_detect``; training mode returns the lead maps, then
 the auxiliary maps of the same levels). ``aux_assigner`` (as written for ``own_prior``):
@@ -99,9 +100,9 @@ from scaling_lab.train.assign import (
     union,
 )
 from scaling_lab.train.box_ops import box_ciou
+from scaling_lab.train.choices import ASSIGN_MODES, AUX_ASSIGNERS, AssignMode
+from scaling_lab.train.recipe import default_assign
 
-AUX_ASSIGNERS = ("independent", "lead_guided", "coarse_to_fine")
-ASSIGN_MODES = ("own_prior", "reference")
 REFERENCE_AUX_TOPK = 20  # ComputeLossAuxOTA: the lead head's dynamic k from 20 IoUs too
 BALANCE = {3: (4.0, 1.0, 0.4)}
 BALANCE_DEFAULT = (4.0, 1.0, 0.25, 0.06, 0.02)
@@ -155,12 +156,13 @@ class YoloV7Loss:
         aux_weight: float = 0.25,
         fine_topk: int | None = None,
         coarse_topk: int = COARSE.topk_iou,
-        assign: str = "own_prior",
+        assign: AssignMode | None = None,
     ) -> None:
         if aux_assigner not in AUX_ASSIGNERS:
             raise ValueError(
                 f"YoloV7Loss: aux_assigner must be one of {AUX_ASSIGNERS}, got {aux_assigner!r}"
             )
+        assign = default_assign() if assign is None else assign
         if assign not in ASSIGN_MODES:
             raise ValueError(f"YoloV7Loss: assign must be one of {ASSIGN_MODES}, got {assign!r}")
         missing = [k for k in ("box", "obj", "cls", "cls_pw", "obj_pw", "anchor_t") if k not in hyp]

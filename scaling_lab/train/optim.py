@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
+
+from scaling_lab.train.choices import OPTIMIZERS
 
 GROUP_NAMES = ("no_decay", "decay", "bias")
 
@@ -61,10 +62,6 @@ def accumulate_steps(batch_size: int, nominal_batch: int) -> int:
 def scaled_weight_decay(weight_decay: float, batch_size: int, nominal_batch: int) -> float:
     """The reference scales decay by the batch actually stepped over the nominal one."""
     return weight_decay * batch_size * accumulate_steps(batch_size, nominal_batch) / nominal_batch
-
-
-OptimizerKind = Literal["sgd", "adam", "adamw"]
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerKind)
 
 
 def build_optimizer(

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from scaling_lab.train.choices import AssignMode
+
 Recipe = Literal["reference", "ours"]
 RECIPES: tuple[str, ...] = get_args(Recipe)
+DEFAULT_RECIPE: Recipe = "reference"
 
 # What ``ours`` does differently, one sentence each (docs/recipe.md lists them too).
 OURS_DIFFERS = {
@@ -26,11 +29,11 @@ OURS_DIFFERS = {
         "pools every target's candidates per image and lets a prediction count twice"
     ),
 }
-DEFAULT_ASSIGN = {"reference": "reference", "ours": "own_prior"}
+DEFAULT_ASSIGN: dict[str, AssignMode] = {"reference": "reference", "ours": "own_prior"}
 
 
-def default_assign(recipe: str) -> str:
-    """The label assignment rule of a recipe (when a run does not name one)."""
+def default_assign(recipe: str = DEFAULT_RECIPE) -> AssignMode:
+    """The label assignment rule of a recipe (when a run or a loss does not name one)."""
     return DEFAULT_ASSIGN[recipe]
 
 

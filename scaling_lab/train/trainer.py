@@ -59,16 +59,12 @@ from scaling_lab.train.checkpoint import (
     seed_everything,
     set_loader_epoch,
 )
-from scaling_lab.train.config import (
-    TrainConfig,
-    detect_head,
-    model_size,
-    scale_loss_gains,
-)
+from scaling_lab.train.config import TrainConfig
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
 from scaling_lab.train.optim import Schedule, build_optimizer
 from scaling_lab.train.recipe import default_assign, shuffles_training_order
+from scaling_lab.train.recipe_fit import detect_head, model_size, scale_loss_gains
 from scaling_lab.train.run_log import RunLog, plot_losses
 
 if TYPE_CHECKING:

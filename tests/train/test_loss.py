@@ -15,7 +15,7 @@ from scaling_lab.train.loss import (
     coarse_upper_bound,
     objectness_balance,
 )
-from tests.conftest import TINY_SPEC, graph_from
+from tests.helpers.specs import TINY_SPEC, graph_from
 
 HYP = {
     "box": 0.05,
@@ -108,7 +108,7 @@ def test_loss_by_hand():
     expected = [0.05 * box, 0.7 * obj, 0.3 * cls]
     expected.append(sum(expected))
 
-    loss_fn = YoloV7Loss(_head(), HYP)
+    loss_fn = YoloV7Loss(_head(), HYP, assign="own_prior")
     loss, items = loss_fn([maps], targets, images)
     assert items.tolist() == pytest.approx(expected, rel=1e-5)
     assert loss.item() == pytest.approx(expected[3], rel=1e-5)
@@ -118,7 +118,7 @@ def test_loss_by_hand():
     assert tobj[0, 0, 2, 2].item() == pytest.approx(ciou, rel=1e-5)
 
     # label smoothing 0.1: class targets 0.05 and 0.95
-    smooth = YoloV7Loss(_head(), {**HYP, "label_smoothing": 0.1})
+    smooth = YoloV7Loss(_head(), {**HYP, "label_smoothing": 0.1}, assign="own_prior")
     cls_smooth = (_softplus(0.5) - 0.05 * 0.5 + _softplus(2.0) - 0.95 * 2.0) / 2
     assert smooth([maps], targets, images)[1][2].item() == pytest.approx(0.3 * cls_smooth, rel=1e-5)
 
@@ -135,14 +135,16 @@ def test_loss_by_hand():
 def test_single_class_has_no_class_loss():
     maps = torch.zeros(1, 1, 8, 8, 6)
     targets = torch.tensor([[0, 0, 0.3, 0.3, 0.25, 0.25]])
-    _, items = YoloV7Loss(_head(nc=1), HYP)([maps], targets, torch.zeros(1, 3, 64, 64))
+    _, items = YoloV7Loss(_head(nc=1), HYP, assign="own_prior")(
+        [maps], targets, torch.zeros(1, 3, 64, 64)
+    )
     assert items[2].item() == 0.0 and items[0].item() > 0
 
 
 def test_rectangular_input_maps_x_to_width():
     maps = torch.zeros(1, 1, 8, 16, 7)  # 64 x 128 input
     targets = torch.tensor([[0, 0, 20 / 128, 20 / 64, 16 / 128, 16 / 64]])  # cell (2, 2)
-    loss_fn = YoloV7Loss(_head(), HYP)
+    loss_fn = YoloV7Loss(_head(), HYP, assign="own_prior")
     tobj = loss_fn.objectness_targets([maps], targets, torch.zeros(1, 3, 64, 128))["lead"][0]
     assert tobj.nonzero().tolist() == [[0, 0, 2, 2]]
 
@@ -153,12 +155,14 @@ def test_aux_weight_with_lead_guided_labels():
     maps = torch.randn(1, 1, 8, 8, 7)
     targets = torch.tensor([[0, 1, 0.3, 0.4, 0.3, 0.25], [0, 0, 0.7, 0.6, 0.2, 0.3]])
     images = torch.zeros(1, 3, 64, 64)
-    _, lead_only = YoloV7Loss(_head(aux=True), HYP)([maps], targets, images)
+    _, lead_only = YoloV7Loss(_head(aux=True), HYP, assign="own_prior")([maps], targets, images)
     for assigner in ("lead_guided", "independent"):
-        loss_fn = YoloV7Loss(_head(aux=True), HYP, aux_assigner=assigner)
+        loss_fn = YoloV7Loss(_head(aux=True), HYP, aux_assigner=assigner, assign="own_prior")
         _, both = loss_fn([maps, maps.clone()], targets, images)
         assert both.tolist() == pytest.approx((1.25 * lead_only).tolist(), rel=1e-5)
-    loss_fn = YoloV7Loss(_head(aux=True), HYP, aux_assigner="lead_guided", aux_weight=0.5)
+    loss_fn = YoloV7Loss(
+        _head(aux=True), HYP, aux_assigner="lead_guided", aux_weight=0.5, assign="own_prior"
+    )
     _, both = loss_fn([maps, maps.clone()], targets, images)
     assert both.tolist() == pytest.approx((1.5 * lead_only).tolist(), rel=1e-5)
 
@@ -186,7 +190,9 @@ def test_coarse_labels_and_the_constraint():
     head = _head(anchor=48.0, aux=True)
     out = {}
     for constraint in (False, True):
-        loss_fn = YoloV7Loss(head, HYP, aux_assigner="coarse_to_fine", aux_constraint=constraint)
+        loss_fn = YoloV7Loss(
+            head, HYP, aux_assigner="coarse_to_fine", aux_constraint=constraint, assign="own_prior"
+        )
         out[constraint] = loss_fn.objectness_targets([maps, maps.clone()], targets, images)
     lead, aux = out[False]["lead"][0][0, 0], out[False]["aux"][0][0, 0]
     fine_cells = set(map(tuple, lead.nonzero().tolist()))
@@ -234,7 +240,7 @@ def test_coarse_positives_superset_on_a_model():
     model = _tiny(TINY_AUX_SPEC)
     images = torch.rand(1, 3, 64, 64)
     outputs = model(images)
-    loss_fn = YoloV7Loss(model, HYP)
+    loss_fn = YoloV7Loss(model, HYP, assign="own_prior")
     labels = loss_fn.assign_labels(outputs[:2], outputs[2:], TARGETS, images)
     assert labels["lead"].cells() < labels["aux"].cells()
 
@@ -244,24 +250,26 @@ def test_lead_only_model_and_empty_targets():
     images = torch.rand(2, 3, 64, 64)
     outputs = model(images)
     assert len(outputs) == 2
-    loss, items = YoloV7Loss(model, HYP)(outputs, TARGETS, images)
+    loss, items = YoloV7Loss(model, HYP, assign="own_prior")(outputs, TARGETS, images)
     assert torch.isfinite(loss)
     loss.backward()
-    loss, items = YoloV7Loss(model, HYP)(model(images), torch.zeros(0, 6), images)
+    loss, items = YoloV7Loss(model, HYP, assign="own_prior")(
+        model(images), torch.zeros(0, 6), images
+    )
     assert items[0].item() == 0 and items[2].item() == 0 and items[1].item() > 0
 
 
 def test_bad_arguments():
     model = _tiny(TINY_SPEC)
     with pytest.raises(ValueError, match="aux_assigner"):
-        YoloV7Loss(model, HYP, aux_assigner="nope")
+        YoloV7Loss(model, HYP, aux_assigner="nope", assign="own_prior")
     with pytest.raises(ValueError, match="assign must be one of"):
         YoloV7Loss(model, HYP, assign="nope")
     with pytest.raises(KeyError, match="anchor_t"):
-        YoloV7Loss(model, {k: v for k, v in HYP.items() if k != "anchor_t"})
+        YoloV7Loss(model, {k: v for k, v in HYP.items() if k != "anchor_t"}, assign="own_prior")
     with pytest.raises(ValueError, match="Detect"):
-        YoloV7Loss(torch.nn.Linear(1, 1), HYP)
-    loss_fn = YoloV7Loss(model, HYP)
+        YoloV7Loss(torch.nn.Linear(1, 1), HYP, assign="own_prior")
+    loss_fn = YoloV7Loss(model, HYP, assign="own_prior")
     with pytest.raises(ValueError, match="output maps"):
         loss_fn([torch.zeros(1, 3, 8, 8, 8)] * 3, TARGETS, torch.zeros(1, 3, 64, 64))
 
@@ -275,7 +283,7 @@ def test_objectness_balance():
 def test_fitting_one_image_lowers_the_loss():
     model = _tiny(TINY_AUX_SPEC)
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    loss_fn = YoloV7Loss(model, HYP)
+    loss_fn = YoloV7Loss(model, HYP, assign="own_prior")
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
     for _ in range(30):
@@ -312,3 +320,13 @@ def test_loss_ota_zero_makes_every_prior_candidate_positive(assign_mode):
         distinct = {(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(level, anchor, gj, gi)}
         assert len(labels) == len(distinct)
     assert len(ota.assign_labels(maps, [], TARGETS, images)["lead"]) < len(labels)
+
+
+def test_default_assignment_is_the_default_recipes():
+    """The Python API trains the rule ``lab train`` trains when neither names one."""
+    from scaling_lab.train.config import TrainConfig
+    from scaling_lab.train.recipe import default_assign
+
+    recipe = TrainConfig(model="m", data="synth").recipe
+    assert YoloV7Loss(_head(), HYP).assign == default_assign(recipe) == "reference"
+    assert YoloV7Loss(_head(), HYP, assign="own_prior").assign == "own_prior"

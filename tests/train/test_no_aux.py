@@ -11,13 +11,13 @@ from scaling_lab.cli import main as lab_main
 from scaling_lab.models import create_model, get_block_graph
 from scaling_lab.train.backends import Backends
 from scaling_lab.train.checkpoint import load_checkpoint
-from scaling_lab.train.config import detect_head
 from scaling_lab.train.evaluation import model_from_checkpoint
 from scaling_lab.train.loss import YoloV7Loss
+from scaling_lab.train.recipe_fit import detect_head
 from scaling_lab.train.trainer import Trainer, train
 from scaling_lab.transforms.deploy import drop_aux_heads
-from tests.conftest import graph_from
-from tests.train import fakes
+from tests.helpers import train_fakes
+from tests.helpers.specs import graph_from
 
 # aux_detect with a partial auxiliary conv: `side` is read only through a port by aux4
 AUX_SPEC = """\
@@ -62,14 +62,14 @@ def spec_path(tmp_path):
 
 
 def _real_loss_backends() -> Backends:
-    backends = fakes.fake_backends()
+    backends = train_fakes.fake_backends()
     backends.criterion = None  # the real YoloV7Loss
     backends.default_hyp = None  # the real recipe (the loss needs all its gains)
     return backends
 
 
 def _setup(spec_path, tmp_path, **kw) -> Trainer:
-    cfg = fakes.fake_config(spec_path, tmp_path / "run", img_size=64, epochs=1, **kw)
+    cfg = train_fakes.fake_config(spec_path, tmp_path / "run", img_size=64, epochs=1, **kw)
     trainer = Trainer(cfg, backends=_real_loss_backends())
     trainer._setup()
     return trainer
@@ -110,16 +110,16 @@ def test_lead_only_loss_equals_the_aux_models_loss_at_aux_weight_zero(tmp_path):
     assert len(out_full) == 4 and len(out_lead) == 2
     for a, b in zip(out_full[:2], out_lead, strict=True):
         torch.testing.assert_close(a, b)
-    zero = YoloV7Loss(full, hyp, aux_weight=0.0)(out_full, targets, images)
-    weighted = YoloV7Loss(full, hyp, aux_weight=0.25)(out_full, targets, images)
-    alone = YoloV7Loss(lead, hyp, aux_weight=0.25)(out_lead, targets, images)
+    zero = YoloV7Loss(full, hyp, aux_weight=0.0, assign="own_prior")(out_full, targets, images)
+    weighted = YoloV7Loss(full, hyp, aux_weight=0.25, assign="own_prior")(out_full, targets, images)
+    alone = YoloV7Loss(lead, hyp, aux_weight=0.25, assign="own_prior")(out_lead, targets, images)
     torch.testing.assert_close(alone[0], zero[0])
     assert not torch.allclose(alone[0], weighted[0])
 
 
 def test_training_without_aux_head_runs_and_its_checkpoint_rebuilds_lead_only(spec_path, tmp_path):
     out = tmp_path / "run"
-    cfg = fakes.fake_config(spec_path, out, img_size=64, epochs=1, aux_head=False)
+    cfg = train_fakes.fake_config(spec_path, out, img_size=64, epochs=1, aux_head=False)
     train(cfg, backends=_real_loss_backends())
     ckpt = load_checkpoint(out)
     assert ckpt["config"]["aux_head"] is False
