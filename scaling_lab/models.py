@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from scaling_lab.graph.block_graph import BlockGraph, build_block_graph
 from scaling_lab.graph.lower import lower
+from scaling_lab.layers.forms import FORM_SUFFIXES, FORMS
 from scaling_lab.layers.fuse import fuse_layers
 from scaling_lab.layers.layer_graph import LayerGraph
 from scaling_lab.layers.plan_repconv import Policy
@@ -29,8 +30,6 @@ from scaling_lab.zoo import is_zoo_model, load_zoo_spec
 if TYPE_CHECKING:
     from torch import nn
 
-FORMS = ("training", "deploy", "fused")
-FORM_SUFFIXES = {"deploy": "-deploy", "fused": "-fused"}  # on zoo names
 
 ModelSource = str | ModelSpec | BlockGraph
 

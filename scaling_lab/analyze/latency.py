@@ -41,6 +41,7 @@ from scaling_lab.analyze.timing import (
     time_calls,
 )
 from scaling_lab.device import torch_dtype
+from scaling_lab.layers.forms import FORMS as ALL_FORMS
 from scaling_lab.nn import postprocess
 from scaling_lab.nn.memory import check_fits
 from scaling_lab.spec.errors import SpecError
@@ -52,7 +53,9 @@ if TYPE_CHECKING:
     from scaling_lab.graph.block_graph import BlockGraph
     from scaling_lab.layers.plan_repconv import Policy
 
-FORMS = ("deploy", "training")
+# a latency is of the graph that runs: the deploy graph or the training graph (a fused graph
+# with auxiliary heads runs nowhere)
+FORMS = tuple(form for form in ALL_FORMS if form != "fused")
 PRESETS = {"paper": {"device": "cuda", "dtype": "fp16", "batch": 1}}
 PAPER_SIZES = {32: 640, 64: 1280}  # max stride -> letterboxed size in the paper's tables
 REQUEST_OPTIONS = ("warmup", "iters", "threads", "cuda_graph")  # benchmark options checked early

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaling_lab.device import DTYPES
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.transforms.scale import MODES as SCALE_MODES
 
 if TYPE_CHECKING:  # the heavy modules load only when a command runs
     from scaling_lab.analyze.latency import LatencyResult
@@ -147,7 +149,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
     p.add_argument(
         "--scale-mode",
-        choices=("width", "depth", "compound"),
+        choices=SCALE_MODES,
         help="scale the graph (paper §3.2) before anything else",
     )
     p.add_argument("--depth", type=float, default=1.0, help="depth factor for --scale-mode")
@@ -166,9 +168,7 @@ def add_bench_args(p: argparse.ArgumentParser, torch_flags: bool = True) -> None
     p.add_argument("--iters", type=positive, help="timed calls (default 30 on CPU, 200 on CUDA)")
     if not torch_flags:
         return
-    p.add_argument(
-        "--dtype", choices=("fp32", "fp16", "bf16"), help="default fp32; fp16 is CUDA only"
-    )
+    p.add_argument("--dtype", choices=DTYPES, help="default fp32; fp16 is CUDA only")
     add_switch(p, "--channels-last", "NHWC memory format")
     add_switch(
         p, "--compile", "torch.compile the model (compile time reported apart from the latency)"

@@ -13,6 +13,7 @@ from scaling_lab.cli.args import (
     check_output_file,
     positive,
 )
+from scaling_lab.device import DTYPES
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_IMG_SIZE
 
@@ -263,7 +264,7 @@ def add_commands(sub) -> None:
     )
     build.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     build.add_argument("--threads", type=positive, help="intra-op threads (default: torch's)")
-    build.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    build.add_argument("--dtype", choices=DTYPES, default="fp32")
     build.add_argument("--batch", type=positive, default=1, help="images per call (default 1)")
     add_switch(build, "--channels-last", "NHWC memory format")
     build.add_argument("--models", type=_names, help="zoo names or spec paths, comma-separated")

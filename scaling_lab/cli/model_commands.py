@@ -21,6 +21,7 @@ from scaling_lab.cli.latency_commands import (
     format_prediction,
     predict_from_args,
 )
+from scaling_lab.layers.forms import FORM_TEXT
 from scaling_lab.spec.errors import SpecError
 
 
@@ -63,13 +64,6 @@ def _cmd_blocks(args: argparse.Namespace) -> int:
         print(f"{name:<11} [{block.role}] {block.doc}")
         print(f"{'':<11} fields: {', '.join(fields) or '(none)'}")
     return 0
-
-
-FORM_TEXT = {
-    "training": "training (unfused)",
-    "deploy": "deploy (fused, no auxiliary head)",
-    "fused": "fused (auxiliary head kept)",
-}
 
 
 def _print_profile(result, per_node: bool, pred_ms: dict[str, float] | None = None) -> None:
