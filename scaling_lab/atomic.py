@@ -38,7 +38,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over
     ``path`` (``os.replace`` is atomic on one file system) and fsync the folder. The file gets
     the mode a plain ``open`` would give it (0666 less the umask), not mkstemp's 0600."""

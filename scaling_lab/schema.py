@@ -157,7 +157,7 @@ def describe(hint: Any) -> str:
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin in (dict, Mapping) or hint is dict:
         return "a mapping"
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return f"a mapping ({hint.__name__})"
     if hint is Any:
         return "anything"
@@ -224,7 +224,9 @@ def _build(cls: type[T], data: Any, at: _At) -> T:
     values = {}
     for f in fields:
         if f.name in data:
-            values[f.name] = _convert(_hints(cls)[f.name], data[f.name], at.key(f.name, lines))
+            # a class is hashable, but mypy does not count a type[T] as Hashable
+            hint = _hints(cls)[f.name]  # type: ignore[arg-type]
+            values[f.name] = _convert(hint, data[f.name], at.key(f.name, lines))
         elif _required(f):
             raise MissingKeyError.of(f.name, **at.where())
     try:

@@ -167,7 +167,7 @@ def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:
     """Build a block's config from spec fields, checking names, types, sizes and
     ``check()``."""
     try:
-        cfg = schema.build(block.cfg_cls, fields)
+        cfg: Any = schema.build(block.cfg_cls, fields)
     except schema.UnknownKeyError as exc:
         known = ", ".join(exc.known)
         raise SpecError(

@@ -6,6 +6,7 @@ here imports torch, so counting a model takes milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +44,7 @@ class LayerGraph:
     def __getitem__(self, name: str) -> Layer:
         return self._index[name]  # type: ignore[attr-defined]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
 
     def __len__(self) -> int:

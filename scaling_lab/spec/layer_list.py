@@ -108,7 +108,9 @@ def _read(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def _setting(data: dict, key: str, default: Any, kind: type, source: str) -> Any:
+def _setting(
+    data: dict, key: str, default: Any, kind: type[float] | tuple[type[float], ...], source: str
+) -> Any:
     value = data.get(key, default)
     ok = isinstance(value, kind) and not isinstance(value, bool) and 0 < value < 1e6
     if not ok:
@@ -258,23 +260,24 @@ def import_layer_list(text: str, source: str = "<config>", name: str | None = No
     _check_anchors(anchors, source)
     act = DEFAULT_ACT
     if "activation" in data:  # later YOLOv5 configs set Conv's default activation
-        act = ACTIVATION_BY_TEXT.get(str(data["activation"]).replace(" ", ""))
-        if act is None:
+        named = ACTIVATION_BY_TEXT.get(str(data["activation"]).replace(" ", ""))
+        if named is None:
             raise SpecError(
                 f"unsupported activation {data['activation']!r}", source=source, field="activation"
             )
+        act = named
     model = Conversion(nc, anchors, depth, width, channels, source)
     for layer in _layers(data, text, depth, source):
-        spec = MODULES.get(layer.module)
-        if spec is None:
+        rule = MODULES.get(layer.module)
+        if rule is None:
             raise layer_error(
                 layer, f"unknown module '{layer.module}' (supported: {', '.join(MODULES)})", source
             )
-        if spec.repeats == "one" and layer.number != 1:
+        if rule.repeats == "one" and layer.number != 1:
             raise layer_error(
                 layer, f"number must be 1 for this module, got {layer.number}", source
             )
-        out, c_out, stride = spec.convert(model, layer, module_args(spec, layer, source))
+        out, c_out, stride = rule.convert(model, layer, module_args(rule, layer, source))
         model.outputs.append(out)
         model.widths.append(c_out)
         model.strides.append(stride)
@@ -360,7 +363,7 @@ def _render(spec: ModelSpec, model: Conversion, source: str, depth: float, width
     ]
     entries = []
     for node_spec, node in zip(spec.nodes, model.nodes):
-        body = {"type": node_spec.type}
+        body: dict[str, Any] = {"type": node_spec.type}
         if node_spec.inputs is not None:
             body["from"] = (
                 node_spec.inputs[0] if len(node_spec.inputs) == 1 else list(node_spec.inputs)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from scaling_lab.spec.activations import ACTIVATIONS, module_text
 from scaling_lab.spec.errors import SpecError
@@ -84,7 +84,9 @@ class Conversion:
     def name_of(self, index: int) -> str:
         return IMAGE if index < 0 else self.outputs[index]
 
-    def emit(self, layer: Layer, kind: str, stride: int, type_: str, inputs, **fields) -> str:
+    def emit(
+        self, layer: Layer, kind: str, stride: int, type_: str, inputs: Iterable[str], **fields: Any
+    ) -> str:
         """Add a node named after its kind and output level; returns the name."""
         level = int(math.log2(stride)) if stride >= 1 else 0
         base = kind if kind == "detect" else f"{kind}_p{level}"
@@ -103,6 +105,9 @@ def layer_error(layer: Layer, message: str, source: str) -> SpecError:
 
 # ----------------------------------------------------------------------------- arguments
 
+# a converter: (model, layer, its named arguments) -> (output node, output width, output stride)
+Converter = Callable[[Conversion, Layer, dict[str, Any]], tuple[str, int, int]]
+
 
 @dataclass(frozen=True)
 class ModuleRule:
@@ -110,7 +115,7 @@ class ModuleRule:
 
     args: tuple[str, ...]  # its config arguments, in order
     required: int  # how many of them must be given
-    convert: Callable[[Conversion, Layer, dict[str, Any]], tuple[str, int, int]]
+    convert: Converter
     repeats: str = "one"  # what `number` means: see _CSP, _COPIES, _IGNORED; "one": must be 1
 
 
@@ -127,6 +132,18 @@ def module_args(spec: ModuleRule, layer: Layer, source: str) -> dict[str, Any]:
             layer, f"takes {expected} args [{names}], got {len(given)}: {given}", source
         )
     return dict(zip(spec.args, given))
+
+
+@overload
+def _int(
+    layer: Layer, args: dict, key: str, default: int, source: str, *, pair: bool = False
+) -> int: ...
+
+
+@overload
+def _int(
+    layer: Layer, args: dict, key: str, default: None, source: str, *, pair: bool = False
+) -> int | None: ...
 
 
 def _int(
@@ -251,11 +268,11 @@ def _conv_like(model: Conversion, layer: Layer, args: dict, *, rep: bool) -> tup
     return name, c_out, stride
 
 
-def _conv(model, layer, args):
+def _conv(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return _conv_like(model, layer, args, rep=False)
 
 
-def _repconv(model, layer, args):
+def _repconv(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return _conv_like(model, layer, args, rep=True)
 
 
@@ -319,7 +336,7 @@ def _unit_args(
     )
 
 
-def _bottleneck(unit: str, default_groups: int):
+def _bottleneck(unit: str, default_groups: int) -> Converter:
     """Bottleneck / Res / ResX: ``number`` units in sequence; an add where c_in == c_out."""
 
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
@@ -380,7 +397,7 @@ def _csp_family(
     groups: int = 1,
     hidden_is_out: bool = False,
     **extra: Any,
-):
+) -> Converter:
     """A CSP module -> one block whose depth is the layer's repeats.
 
     ``hidden_is_out``: the module's hidden width is its output width (CSPB, CSP2), else
@@ -420,7 +437,7 @@ def _csp_family(
     return convert
 
 
-def _spp(block: str, default_k):
+def _spp(block: str, default_k: int | list[int]) -> Converter:
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
         src = model.source
         x = _single(model, layer, src)
@@ -508,7 +525,7 @@ def _upsample(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, in
     return name, model.width_of(x), stride
 
 
-def _join(block: str):
+def _join(block: str) -> Converter:
     """Concat (dimension 1 only) or Shortcut (x[0] + x[1]; its argument is not used)."""
 
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
@@ -535,7 +552,7 @@ def _reorg(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return name, 4 * model.width_of(x), stride
 
 
-def _detect(block: str, implicit: bool):
+def _detect(block: str, implicit: bool) -> Converter:
     def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
         src = model.source
         nc = args["nc"]
