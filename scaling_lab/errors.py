@@ -52,3 +52,17 @@ class UserError(ValueError):
             field=self.field,
             line=self.line or line,
         )
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters. An integer too long
+    to print (Python refuses past 4300 digits, a traceback in the middle of an error) is shown
+    by its size instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+        digits = int(value.bit_length() * 0.30103) + 1  # log10(2): exact to one digit
+        return f"an integer of about {digits} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # a huge integer inside a container
+        return f"a {type(value).__name__} holding an integer too long to print"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

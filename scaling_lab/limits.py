@@ -18,6 +18,9 @@ MAX_TABLE_BYTES = 64 << 20  # a latency table (JSON; the zoo's YOLOv7 family tak
 # --- YAML -----------------------------------------------------------------------------------
 MAX_YAML_DEPTH = 32  # nested mappings / lists
 MAX_YAML_NODES = 200_000  # scalars, lists and mappings, counted after alias expansion
+# characters of one integer in a YAML or JSON file: far beyond any bound above, and far below
+# the 4300 digits past which Python refuses to convert (or print) an integer
+MAX_INT_CHARS = 100
 
 # --- graphs ---------------------------------------------------------------------------------
 MAX_SPEC_NODES = 5_000  # nodes of one spec (the largest zoo model has about 200)

@@ -27,7 +27,7 @@ from typing import Any
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_TABLE_BYTES
-from scaling_lab.spec.yaml_lines import read_text_file
+from scaling_lab.spec.yaml_lines import loads_json, read_text_file
 
 FORMAT = "scaling_lab.latency_table"
 VERSION = 1
@@ -103,9 +103,11 @@ def load_table(path: str | Path, *, complete: bool = True) -> LatencyTable:
     source = str(path)
     text = read_text_file(path, "latency table", max_bytes=MAX_TABLE_BYTES, error=TableError)
     try:
-        data = json.loads(text)
+        data = loads_json(text, source, TableError)
     except json.JSONDecodeError as exc:
         raise TableError(f"not JSON ({exc.msg})", source=source, line=exc.lineno) from None
+    except RecursionError:
+        raise TableError("not a latency table: JSON nested too deeply", source=source) from None
     table = _parse(data, source)
     if complete and not table.complete:
         raise TableError(

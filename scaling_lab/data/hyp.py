@@ -92,9 +92,15 @@ def read_hyp_file(path: str | Path) -> dict[str, float]:
     a finite number is an error naming the file and the key."""
     import yaml
 
-    from scaling_lab.spec.yaml_lines import read_text_file
+    from scaling_lab.errors import UserError, shown
+    from scaling_lab.spec.yaml_lines import check_yaml_size, read_text_file
 
     text = read_text_file(Path(path), "hyp file", max_bytes=MAX_TEXT_BYTES, error=DataError)
+    try:  # nesting, aliases and integer length bounded before yaml builds anything
+        check_yaml_size(text, str(path))
+    except UserError as exc:  # a syntax error reads as below, whichever reader found it
+        reason = exc.reason.replace("malformed YAML", "not valid YAML", 1)
+        raise DataError(reason, source=path, line=exc.line, field=exc.field) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -112,6 +118,6 @@ def read_hyp_file(path: str | Path) -> dict[str, float]:
             )
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value):
-            raise DataError(f"must be a finite number, got {value!r}", source=path, field=key)
+            raise DataError(f"must be a finite number, got {shown(value)}", source=path, field=key)
         out[key] = float(value)
     return out

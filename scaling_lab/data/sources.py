@@ -38,7 +38,7 @@ from scaling_lab.data.errors import DataError, IssueLog
 from scaling_lab.data.masks import polygon_from_normalized, segmentation_problem
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_ANNOTATION_BYTES, MAX_LABEL_BYTES
-from scaling_lab.spec.yaml_lines import check_yaml_size, read_text_file
+from scaling_lab.spec.yaml_lines import check_yaml_size, loads_json, read_text_file
 
 # set to 1 to let COCO ``file_name`` entries point outside the images folder (absolute paths,
 # ``..``); by default a dataset reads only files under its own root
@@ -126,7 +126,7 @@ def _load_json(path: Path) -> dict:
     if not text.strip():
         raise DataError("annotation file is empty", source=path)
     try:
-        data = json.loads(text)
+        data = loads_json(text, str(path), DataError)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON: {exc.msg}", source=path, line=exc.lineno) from None
     except RecursionError:

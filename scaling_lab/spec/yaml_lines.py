@@ -7,6 +7,7 @@ would keep the last one and silently drop the first.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from scaling_lab.errors import UserError
-from scaling_lab.limits import MAX_TEXT_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+from scaling_lab.limits import MAX_INT_CHARS, MAX_TEXT_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 from scaling_lab.schema import LINES_KEY, strip_lines
 from scaling_lab.spec.errors import SpecError
 
 __all__ = [
     "LINES_KEY",
     "check_yaml_size",
+    "loads_json",
     "read_text_file",
     "read_yaml_file",
     "read_yaml_mapping",
@@ -129,12 +131,47 @@ def _check_tree(root: yaml.Node | None, source: str) -> None:
             raise SpecError("an alias refers to a value that contains it", source=source, line=line)
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+def _check_ints(root: yaml.Node | None, source: str) -> None:
+    """Refuse an integer longer than ``MAX_INT_CHARS``, naming its line and the field it sits
+    in (``nodes.stem.c``, ``anchors[0][2]``): Python converts at most 4300 digits, so a longer
+    one would be a traceback from inside the loader (or from the error message echoing it)."""
+    if root is None:
+        return
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:  # in file order: children are pushed last first
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias: its value is checked once
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((kid, f"{path}[{i}]") for i, kid in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                name = name if len(name) <= 40 else name[:37] + "..."
+                stack += [(value, f"{path}.{name}" if path else name), (key, path)]
+        elif node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+            raise SpecError(
+                f"integer too long: {len(node.value)} characters (limit {MAX_INT_CHARS}, "
+                "MAX_INT_CHARS)",
+                source=source,
+                line=node.start_mark.line + 1,
+                field=path or None,
+            )
+
+
 def check_yaml_size(text: str, source: str) -> None:
     """The size limits of ``read_yaml_mapping`` for text another YAML reader will load."""
     loader = _LineLoader(text)
     loader.name = source
     try:
-        _check_tree(loader.get_single_node(), source)
+        root = loader.get_single_node()
+        _check_tree(root, source)
+        _check_ints(root, source)
     except yaml.YAMLError as exc:
         raise _malformed(exc, source) from None
     finally:
@@ -178,6 +215,32 @@ def read_text_file(
         ) from None
 
 
+class _LongIntError(Exception):
+    """An integer of a JSON text too long to convert (carries its digits)."""
+
+
+def _json_int(digits: str) -> int:
+    if len(digits) > MAX_INT_CHARS:
+        raise _LongIntError(digits)
+    return int(digits)
+
+
+def loads_json(text: str, source: str, error: type[UserError] = SpecError) -> Any:
+    """``json.loads`` of a user's file, with its integers bounded like YAML's: a longer one is
+    ``error`` naming its line, not a ValueError from deep inside ``json``. Decoding errors
+    (``json.JSONDecodeError``, ``RecursionError``) are the caller's to word."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except _LongIntError as exc:
+        digits = str(exc)
+        line = text.count("\n", 0, max(text.find(digits), 0)) + 1
+        raise error(
+            f"integer too long: {len(digits)} characters (limit {MAX_INT_CHARS}, MAX_INT_CHARS)",
+            source=source,
+            line=line,
+        ) from None
+
+
 def read_yaml_file(path: str | Path, what: str) -> dict:
     """``read_yaml_mapping`` of a file read with ``read_text_file``'s checks."""
     return read_yaml_mapping(read_text_file(path, what), str(path), what)
@@ -195,6 +258,7 @@ def read_yaml_mapping(text: str, source: str, what: str) -> dict:
     try:
         root = loader.get_single_node()
         _check_tree(root, source)
+        _check_ints(root, source)
         data = loader.construct_document(root) if root is not None else None
     except SpecError:
         raise

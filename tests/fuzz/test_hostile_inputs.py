@@ -1,0 +1,107 @@
+"""Hostile files and names tried against the CLI (issue 25, item 9): each is refused with one
+line naming the file, line and field, never a traceback and never a long echo of the input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling_lab.errors import UserError
+from tests.helpers.fuzz import assert_one_line, lab
+from tests.helpers.specs import TINY_SPEC
+
+ROOT = Path(__file__).resolve().parents[2]
+HUGE = "1" + "0" * 5000  # past Python's 4300-digit limit on int <-> str conversion
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("c: 16,", f"c: {HUGE},", ":8: field 'nodes.stem.c'"),
+        ("c: 16,", f"c: -{HUGE},", ":8: field 'nodes.stem.c'"),
+        ("c: 16,", f"c: 0x{'f' * 5000},", ":8: field 'nodes.stem.c'"),  # parses, cannot print
+        ("c: 16,", f"c: !!int '{HUGE}',", ":8: field 'nodes.stem.c'"),
+        ("nc: 3", f"nc: {HUGE}", ":2: field 'nc'"),
+        ("img_size: 64", f"img_size: {HUGE}", ":3: field 'img_size'"),
+        ("[10, 13,", f"[{HUGE}, 13,", ":5: field 'anchors[0][0]'"),
+    ],
+)
+def test_a_huge_integer_in_a_spec_names_file_line_and_field(tmp_path, old, new, where):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.replace(old, new))
+    result = lab("profile", str(spec))
+    assert_one_line(result, may_succeed=False)
+    assert f"spec.yaml{where}: integer too long: " in result.stderr, result.stderr
+    assert "(limit 100, MAX_INT_CHARS)" in result.stderr
+
+
+def test_a_huge_integer_in_an_experiment_or_search_space(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    body = "base: yolov7-tiny\nmetrics: [params]\nsearch:\n  space: space.yaml\n"
+    (tmp_path / "space.yaml").write_text("params:\n  elan1.depth: {type: int, low: 1, high: 4}\n")
+    exp.write_text(body + f"  trials: {HUGE}\n  objectives: {{params: min}}\n")
+    result = lab("sweep", str(exp), "--storage", str(tmp_path / "runs"))
+    assert_one_line(result, may_succeed=False)
+    assert "exp.yaml:5: field 'search.trials': integer too long" in result.stderr
+
+    (tmp_path / "space.yaml").write_text(f"params:\n  d: {{type: int, low: 1, high: {HUGE}}}\n")
+    exp.write_text(body + "  trials: 2\n  objectives: {params: min}\n")
+    result = lab("sweep", str(exp), "--storage", str(tmp_path / "runs"))
+    assert_one_line(result, may_succeed=False)
+    assert "space.yaml:2: field 'params.d.high': integer too long" in result.stderr
+
+
+def test_a_huge_integer_in_a_layer_list_config(tmp_path):
+    config = tmp_path / "v7.yaml"
+    text = (ROOT / "tests" / "fixtures" / "layer_list" / "v7_style.yaml").read_text()
+    config.write_text(text.replace("nc: ", f"nc: {HUGE}  # ", 1))
+    result = lab("import", str(config), "--out", str(tmp_path / "out.yaml"))
+    assert_one_line(result, may_succeed=False)
+    assert "v7.yaml:" in result.stderr and "field 'nc': integer too long" in result.stderr
+
+
+def test_a_huge_integer_in_a_hyp_file(tmp_path):
+    from scaling_lab.data.errors import DataError
+    from scaling_lab.data.hyp import read_hyp_file
+
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text(f"lr0: 0.01\nlrf: {HUGE}\n")
+    with pytest.raises(DataError, match=r"hyp\.yaml:2: field 'lrf': integer too long"):
+        read_hyp_file(hyp)
+    # the hyp reader now bounds aliases like every other YAML reader
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg")
+    )
+    hyp.write_text(bomb)
+    with pytest.raises(DataError, match="once aliases are expanded"):
+        read_hyp_file(hyp)
+
+
+def test_a_huge_integer_in_a_coco_file_or_a_latency_table(tmp_path):
+    from scaling_lab.data.sources import parse_coco
+
+    ann = tmp_path / "ann.json"
+    ann.write_text('{"images": [\n{"id": ' + HUGE + '}], "annotations": [], "categories": []}')
+    with pytest.raises(UserError, match=r"ann\.json:2: integer too long: 5001 characters"):
+        parse_coco(ann, tmp_path, check_files=False)
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"format": "scaling_lab.latency_table"})[:-1] + f', "v": {HUGE}}}')
+    result = lab("latency-table", "show", str(table))
+    assert_one_line(result, may_succeed=False)
+    assert "table.json:1: integer too long" in result.stderr
+    table.write_text("[" * 100_000 + "]" * 100_000)
+    result = lab("latency-table", "show", str(table))
+    assert_one_line(result, may_succeed=False)
+    assert "JSON nested too deeply" in result.stderr
+
+
+def test_an_error_shows_a_huge_integer_by_its_size():
+    from scaling_lab.errors import shown
+
+    assert shown(10**5000) == "an integer of about 5001 digits"
+    assert shown([10**5000]) == "a list holding an integer too long to print"
+    assert shown("x" * 200).endswith("...") and len(shown("x" * 200)) == 80
+    assert shown(12) == "12"
