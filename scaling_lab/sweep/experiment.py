@@ -19,11 +19,12 @@ searched value. Mistakes raise a ``UserError`` naming the file, line and key.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from scaling_lab import schema
-from scaling_lab.errors import UserError
+from scaling_lab.errors import UserError, shown
 from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.yaml_lines import read_text_file, read_yaml_file, read_yaml_mapping
@@ -85,14 +86,17 @@ def _resolve_search(
     ]
     if isinstance(space, str):  # a search_spaces/*.yaml file
         space_path = (base_dir / space).resolve()
-        if not space_path.is_file():
+        if not os.path.exists(space_path):  # False, not OSError, for a name too long
             raise SpecError(
-                f"no such search space file: {space}", source=source, field="search.space"
+                f"no such search space file: {shown(space)}", source=source, field="search.space"
             )
         space_source = str(space_path)
-        text = read_text_file(space_path, "search space file")
-        raw = read_yaml_mapping(text, space_source, "a search space")
-        declared = schema.build(SpaceFile, raw, source=space_source)
+        try:  # what is wrong with that file (a folder, /etc/passwd), at the line naming it
+            text = read_text_file(space_path, "search space file")
+            raw = read_yaml_mapping(text, space_source, "a search space")
+            declared = schema.build(SpaceFile, raw, source=space_source)
+        except UserError as exc:
+            raise SpecError(str(exc), source=source, field="search.space") from None
         space = declared.params
         lines = {p: schema.line_of(raw, f"params.{p}") for p in space}
         try:

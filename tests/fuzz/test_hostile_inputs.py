@@ -105,3 +105,30 @@ def test_an_error_shows_a_huge_integer_by_its_size():
     assert shown([10**5000]) == "a list holding an integer too long to print"
     assert shown("x" * 200).endswith("...") and len(shown("x" * 200)) == 80
     assert shown(12) == "12"
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("passwd", "passwd: a search space must be a YAML mapping"),
+        ("folder", "folder: cannot read search space file: a folder"),
+        ("notes.yaml", "notes.yaml:1: unknown key 'title' (known: params"),
+        ("binary", "binary:1: not UTF-8 text"),
+        ("a" * 5000, "no such search space file: 'aaaa"),  # too long a name for the system
+    ],
+)
+def test_a_search_space_that_is_not_one_names_the_experiment_line_too(tmp_path, space, message):
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.yaml").write_text("title: not a space\n")
+    (tmp_path / "binary").write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "base: yolov7-tiny\nmetrics: [params]\nsearch:\n"
+        f"  space: {space}\n  trials: 2\n  objectives: {{params: min}}\n"
+    )
+    result = lab("sweep", str(exp), "--storage", str(tmp_path / "runs"))
+    assert_one_line(result, may_succeed=False)
+    assert "exp.yaml:4: field 'search.space': " in result.stderr, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr) < 300
