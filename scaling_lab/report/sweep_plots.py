@@ -24,22 +24,13 @@ from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.report.pareto import finished_mask, pareto_flags, pareto_mask
 from scaling_lab.report.sweep_table import ReportContext, collapse_repeats, prepare
+from scaling_lab.sweep.columns import PARAM_PREFIX, axis_label
 
 DPI = 150
 SVG_SALT = "scaling_lab"  # SVG ids: the same on every run (matplotlib draws a random salt)
 # Beyond this many points only the Pareto-front points get a text label (the rest would clutter).
 MAX_LABELS = 15
 PEER_MARKERS = ("s", "^", "v", "D", "P", "X", "<", ">", "h", "p")
-AXIS_NAMES = {
-    "params_m": "#Param. (M)",
-    "params": "#Param.",
-    "gflops": "FLOPs (G)",
-    "gmacs": "MACs (G)",
-    "latency_ms": "latency (ms)",
-    "latency_pred_ms": "predicted latency (ms)",
-    "fps": "FPS",
-    "peak_memory_mb": "peak memory (MB)",
-}
 
 
 def _figure(width: float = 6.4, height: float = 4.8) -> tuple[Figure, Axes]:
@@ -90,11 +81,6 @@ def _draw_ours(ax: Axes, d: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
         label = "ours (finished; mean ± 1 std over seeds)"
         ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="none", ecolor="C0", capsize=3, zorder=3)
     ax.scatter(x, y, color="C0", zorder=3, label=label)
-
-
-def _axis_name(col: str) -> str:
-    """Axis label of a metric column."""
-    return f"{col} (%)" if col in AP_KEYS else AXIS_NAMES.get(col, col)
 
 
 def _with_data(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
@@ -213,7 +199,8 @@ def plot_ap_vs_latency(results: pd.DataFrame, ctx: ReportContext, out_dir: Path)
     if "latency_device" in d.columns:
         devices = [str(v) for v in d["latency_device"].dropna().unique()]
     device = ", ".join(devices) or "unknown device"
-    _finish(ax, f"{ctx.heading}: AP vs latency", f"latency (ms, median) on {device}", "AP (%)")
+    ap = axis_label("AP")
+    _finish(ax, f"{ctx.heading}: AP vs latency", f"latency (ms, median) on {device}", ap)
     return _save(fig, out_dir, "ap_vs_latency")
 
 
@@ -241,7 +228,7 @@ def _plot_ap_vs_cost(
     _draw_ours(ax, d, x, y)
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
-    _finish(ax, f"{ctx.heading}: AP vs {_axis_name(col)}", _axis_name(col), "AP (%)")
+    _finish(ax, f"{ctx.heading}: AP vs {axis_label(col)}", axis_label(col), axis_label("AP"))
     return _save(fig, out_dir, name)
 
 
@@ -271,7 +258,7 @@ def plot_design_space(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) 
     objectives = ctx.search_objectives
     objective = next(iter(objectives))
     d = _with_data(_finished(results), [objective])
-    params = [c for c in d.columns if isinstance(c, str) and c.startswith("param:")]
+    params = [c for c in d.columns if isinstance(c, str) and c.startswith(PARAM_PREFIX)]
     if d.empty or not params:
         return []
     y = _values(d, objective)
@@ -295,8 +282,8 @@ def plot_design_space(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) 
         rest, best = has & ~front, has & front
         ax.scatter(x[rest], y[rest], color="C0", alpha=0.7, label="trial")
         ax.scatter(x[best], y[best], color="C3", marker="*", s=120, label="Pareto front")
-        ax.set_xlabel(param.removeprefix("param:"))
-        ax.set_ylabel(_axis_name(objective))
+        ax.set_xlabel(param.removeprefix(PARAM_PREFIX))
+        ax.set_ylabel(axis_label(objective))
         ax.grid(True, alpha=0.3)
     for ax in axes[len(params) :]:
         ax.set_visible(False)
@@ -359,9 +346,9 @@ def plot_objectives(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) ->
 
     _finish(
         ax,
-        f"{ctx.heading}: {_axis_name(yc)} vs {_axis_name(xc)}",
-        f"{_axis_name(xc)}, {better(xm)}",
-        f"{_axis_name(yc)}, {better(ym)}",
+        f"{ctx.heading}: {axis_label(yc)} vs {axis_label(xc)}",
+        f"{axis_label(xc)}, {better(xm)}",
+        f"{axis_label(yc)}, {better(ym)}",
     )
     return _save(fig, out_dir, "objectives")
 
@@ -397,7 +384,8 @@ def plot_params_vs_flops(results: pd.DataFrame, ctx: ReportContext, out_dir: Pat
     if (~done).any():
         ax.scatter(x[~done], y[~done], color="C1", marker="x", zorder=3, label="ours (unfinished)")
     _annotate(ax, x, y, list(df["label"]), np.ones(len(df), dtype=bool))
-    _finish(ax, f"{ctx.heading}: FLOPs vs params", "#Param. (M)", "FLOPs (G)")
+    x_name, y_name = axis_label("params_m"), axis_label("gflops")
+    _finish(ax, f"{ctx.heading}: FLOPs vs params", x_name, y_name)
     return _save(fig, out_dir, "params_vs_flops")
 
 

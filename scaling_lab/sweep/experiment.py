@@ -28,13 +28,10 @@ from scaling_lab.errors import UserError, shown
 from scaling_lab.schema import FieldError
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.yaml_lines import read_text_file, read_yaml_file, read_yaml_mapping
+from scaling_lab.sweep.columns import ALIASES, measured_at
 from scaling_lab.sweep.experiment_checks import check_references, check_training, located
 from scaling_lab.sweep.experiment_format import (
-    ALIASES,
-    LATENCY_COLUMNS,
     METRICS,
-    PREDICTED_COLUMNS,
-    PROFILE_COLUMNS,
     Experiment,
     Latency,
     Scheduler,
@@ -126,8 +123,8 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
     search, constraints = None, ()
     if declared.search is not None:
         timed = any("latency_ms" in METRICS[m] for m in declared.metrics)
-        known = PROFILE_COLUMNS + (LATENCY_COLUMNS if timed else ())
-        known += PREDICTED_COLUMNS if "latency_pred" in declared.metrics else ()
+        known = measured_at("profile") + (measured_at("latency") if timed else ())
+        known += measured_at("latency_pred") if "latency_pred" in declared.metrics else ()
         known += tuple(alias for alias, column in ALIASES.items() if column in known)
         search, constraints = _resolve_search(declared.search, data, source, base_dir, known)
         constraints = tuple(  # ``latency_pred <= 30`` bounds the column latency_pred_ms

@@ -17,25 +17,14 @@ from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.limits import MAX_NAME_CHARS, MAX_SEEDS, MAX_TRIALS, MAX_VARIANTS
 from scaling_lab.schema import INTERNAL, FieldError, Partial
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.sweep.columns import METRIC_NAMES, collected_by
 from scaling_lab.sweep.materialize import Overrides, check_paths, merge_train
 from scaling_lab.sweep.space import Constraint, Distribution
 from scaling_lab.train.config import TrainConfig
 
-PROFILE_COLUMNS = ("params", "params_m", "gmacs", "gflops")
-LATENCY_COLUMNS = ("latency_ms", "fps", "peak_memory_mb")
-PREDICTED_COLUMNS = ("latency_pred_ms",)  # from the latency table, before any training
-Metric = Literal[("params", "gmacs", "gflops", "latency", "fps", "latency_pred", *AP_KEYS)]
-# metric names an experiment may list (Metric) -> the result columns they produce
-METRICS: dict[str, tuple[str, ...]] = {
-    "params": ("params", "params_m"),
-    "gmacs": ("gmacs", "gflops"),
-    "gflops": ("gmacs", "gflops"),
-    "latency": LATENCY_COLUMNS,
-    "fps": LATENCY_COLUMNS,
-    "latency_pred": PREDICTED_COLUMNS,
-    **{key: AP_KEYS for key in AP_KEYS},
-}
-ALIASES = {"latency": "latency_ms", "latency_pred": "latency_pred_ms"}
+Metric = Literal[METRIC_NAMES]  # the names ``metrics:`` may list (``columns.py``)
+# metric name -> the result columns it fills
+METRICS: dict[str, tuple[str, ...]] = {name: collected_by(name) for name in METRIC_NAMES}
 Mode = Literal["max", "min"]
 # training settings: TrainConfig fields but model / out, which the sweep sets
 TrainSettings = Annotated[dict[str, Any], Partial(TrainConfig, exclude=("model", "out"))]

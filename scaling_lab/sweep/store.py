@@ -26,17 +26,9 @@ import pandas as pd
 
 from scaling_lab.atomic import atomic_write, atomic_write_text
 from scaling_lab.errors import UserError
-from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.sweep.columns import fixed_columns
 
 TERMINAL = ("finished", "failed", "infeasible", "stopped")
-# column order of the tidy table (extra columns, e.g. ``param:PATH``, follow)
-COLUMNS = (
-    "experiment", "order", "key", "label", "seed", "kind", "status", "error", "model", "overrides",
-    "config", "spec_hash", "spec_path", "params", "params_m", "gmacs", "gflops", "img_size",
-    "form", "latency_ms", "fps", "peak_memory_mb", "latency_device", "latency_protocol",
-    *AP_KEYS, "epochs_done", "budget", "train_img_size", "wall_s",
-    "started_at", "finished_at",
-)  # fmt: skip
 
 
 class TrialStore:
@@ -96,21 +88,23 @@ class TrialStore:
 
 
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> the tidy table, known columns first, ordered by declared order / trial number."""
+    """Rows -> the tidy table, ordered by declared order / trial number: the fixed columns
+    (``columns.py``) first, then the others a row has (``param:PATH``...), sorted."""
+    columns = fixed_columns()
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=list(COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     search = frame["kind"] == "search"
     if search.any():  # search trials numbered in proposal order (start time before): t000, ...
         trials = frame[search].assign(_proposal=frame["order"].where(frame["order"] >= 0))
         ranked = trials.sort_values(["_proposal", "started_at", "key"], kind="stable").index
         frame.loc[ranked, "order"] = range(len(ranked))
         frame.loc[ranked, "label"] = [f"t{i:03d}" for i in range(len(ranked))]
-    for column in COLUMNS:
+    for column in columns:
         if column not in frame:
             frame[column] = None
-    extra = sorted(c for c in frame.columns if c not in COLUMNS)
-    frame = frame[[*COLUMNS, *extra]]
+    extra = sorted(c for c in frame.columns if c not in columns)
+    frame = frame[[*columns, *extra]]
     return frame.sort_values(["order", "seed", "key"], kind="stable").reset_index(drop=True)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.sweep.columns import PARAM_PREFIX
 from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant
 from scaling_lab.sweep.experiment_graphs import training_graph, variant_graph
 from scaling_lab.sweep.materialize import Overrides, merge_train
@@ -160,7 +161,7 @@ def _new_row(
     if proxied and experiment.trains(ctx.profile_only):
         row["proxy"] = json.dumps(dataclasses.asdict(experiment.proxy), sort_keys=True)
     for path, value in sampled.items():
-        row[f"param:{path}"] = value
+        row[f"{PARAM_PREFIX}{path}"] = value
     return row
 
 

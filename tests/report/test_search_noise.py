@@ -14,7 +14,8 @@ from scipy import stats
 from scaling_lab.report.calibration import calibration_stats
 from scaling_lab.report.stats import SeedNoise, interaction_std, pooled_std
 from scaling_lab.report.sweep_report import calibrated_noise
-from scaling_lab.report.sweep_table import ReportContext, numeric_table, paper_table
+from scaling_lab.report.sweep_table import ReportContext, numeric_table
+from scaling_lab.report.sweep_table_render import paper_table
 from scaling_lab.sweep.calibrate import training_settings
 from scaling_lab.sweep.experiment import load_experiment
 

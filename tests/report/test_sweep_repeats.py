@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from scaling_lab.report.sweep_plots import write_plots
-from scaling_lab.report.sweep_table import ReportContext, numeric_table, paper_table, render
+from scaling_lab.report.sweep_table import ReportContext, numeric_table
+from scaling_lab.report.sweep_table_render import paper_table, render
 
 CTX = ReportContext(experiment="rep", labels=("base", "new"), baseline="base", against="new")
 APS = {"base": [0.300, 0.310, 0.290], "new": [0.330, 0.320, 0.345]}

@@ -11,14 +11,8 @@ import pytest
 
 from scaling_lab.report.pareto import pareto_front, pareto_mask
 from scaling_lab.report.sweep_plots import write_plots
-from scaling_lab.report.sweep_table import (
-    ReportContext,
-    numeric_table,
-    paper_table,
-    render,
-    tex_escape,
-    write_report,
-)
+from scaling_lab.report.sweep_table import ReportContext, numeric_table
+from scaling_lab.report.sweep_table_render import paper_table, render, tex_escape, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMPROVEMENT = "improvement (small vs base)"
