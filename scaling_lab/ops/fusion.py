@@ -13,6 +13,9 @@ parameter model takes one to two seconds on a CPU. The ops' ``fuse_weights`` cal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -157,8 +160,13 @@ def fused_conv_state(module: modules.ConvBNAct) -> dict[str, Tensor]:
 @torch.no_grad()
 def fused_repconv_state(module: modules.RepConv) -> dict[str, Tensor]:
     """A RepConv's fused state: one kxk conv with bias (a ``ConvBNAct`` without BN)."""
+    # each branch is Sequential(Conv2d, BatchNorm2d); torch types a Sequential's items as Module
     weight, bias = fuse_repconv(
-        module.dense[0], module.dense[1], module.point[0], module.point[1], module.identity
+        cast(nn.Conv2d, module.dense[0]),
+        cast(nn.BatchNorm2d, module.dense[1]),
+        cast(nn.Conv2d, module.point[0]),
+        cast(nn.BatchNorm2d, module.point[1]),
+        module.identity,
     )
     return {"conv.weight": weight, "conv.bias": bias}
 
@@ -168,12 +176,14 @@ def fused_detect_state(module: modules.Detect) -> dict[str, Tensor]:
     """The head's fused state: implicit knowledge folded into the lead convs; auxiliary convs
     and buffers copied (a deploy head without auxiliary convs reads only what it has)."""
     state: dict[str, Tensor] = {"anchors": module.anchors, "stride": module.stride}
-    for i, conv in enumerate(module.m):
-        add = module.ia[i].implicit if module.ia is not None else None
-        mul = module.im[i].implicit if module.im is not None else None
+    # the head's ModuleLists hold Conv2d, ImplicitAdd and ImplicitMul (torch types them as Module)
+    for i, conv in enumerate(cast("Iterable[nn.Conv2d]", module.m)):
+        add = cast(modules.ImplicitAdd, module.ia[i]).implicit if module.ia is not None else None
+        mul = cast(modules.ImplicitMul, module.im[i]).implicit if module.im is not None else None
         state[f"m.{i}.weight"], state[f"m.{i}.bias"] = fold_implicit(
             conv.weight, conv.bias, add, mul
         )
-    for i, conv in enumerate(module.aux):
-        state[f"aux.{i}.weight"], state[f"aux.{i}.bias"] = conv.weight.detach(), conv.bias.detach()
+    for i, conv in enumerate(cast("Iterable[nn.Conv2d]", module.aux)):
+        weight, bias = conv.weight.detach(), modules.conv_bias(conv).detach()
+        state[f"aux.{i}.weight"], state[f"aux.{i}.bias"] = weight, bias
     return state

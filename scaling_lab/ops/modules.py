@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -17,6 +19,13 @@ BN_MOMENTUM = 0.03
 
 def make_bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a conv built with one (the head's convs; torch types a bias as optional)."""
+    if conv.bias is None:
+        raise ValueError(f"expected a conv with a bias, got {conv}")
+    return conv.bias
 
 
 def bn_act(channels: int, act: str) -> nn.Sequential:
@@ -87,6 +96,12 @@ class Detect(nn.Module):
     auxiliary ones. Eval: decoded boxes (B, N, 5 + nc): xywh in input pixels, objectness and
     class scores after sigmoid (auxiliary convs are not run)."""
 
+    # declared for the type checker: the buffers and the implicit layers (None without them)
+    anchors: torch.Tensor
+    stride: torch.Tensor
+    ia: nn.ModuleList | None
+    im: nn.ModuleList | None
+
     def __init__(self, op: head_ops.Detect) -> None:
         super().__init__()
         self.nc, self.n_levels = op.nc, len(op.c_ins)
@@ -106,15 +121,15 @@ class Detect(nn.Module):
 
     def _init_biases(self) -> None:
         """Objectness and class priors (about 8 objects per 640 image, §YOLOv5 recipe)."""
-        for convs in (self.m, self.aux):
-            for conv, stride in zip(convs, self.stride.tolist()):
-                bias = conv.bias.detach().view(self.n_anchors, -1)
+        for convs in (self.m, self.aux):  # ModuleLists of Conv2d (torch types items as Module)
+            for conv, stride in zip(cast("Iterable[nn.Conv2d]", convs), self.stride.tolist()):
+                bias = conv_bias(conv).detach().view(self.n_anchors, -1)
                 bias[:, 4] += math.log(8 / (640 / stride) ** 2)
                 bias[:, 5:] += math.log(0.6 / (self.nc - 0.99)) if self.nc > 1 else 0.0
                 conv.bias = nn.Parameter(bias.view(-1))
 
     def _level(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if self.ia is not None:
+        if self.ia is not None and self.im is not None:  # both or neither
             return self.im[i](self.m[i](self.ia[i](x)))
         return self.m[i](x)
 
