@@ -90,15 +90,9 @@ from torch.nn import functional
 
 from scaling_lab.errors import UserError
 from scaling_lab.ops.modules import Detect
-from scaling_lab.train.assign import (
-    COARSE,
-    FINE,
-    Assignment,
-    AssignRule,
-    assign,
-    assign_reference,
-    union,
-)
+from scaling_lab.train.assign import COARSE, FINE, Assignment, AssignRule
+from scaling_lab.train.assign_own_prior import assign, union
+from scaling_lab.train.assign_reference import assign_reference
 from scaling_lab.train.box_ops import box_ciou
 from scaling_lab.train.choices import ASSIGN_MODES, AUX_ASSIGNERS, AssignMode
 from scaling_lab.train.recipe import default_assign

@@ -7,10 +7,8 @@ import pytest
 import torch
 from torch.nn import functional
 
-from scaling_lab.train.assign import (
-    COARSE,
-    FINE,
-    AssignRule,
+from scaling_lab.train.assign import COARSE, FINE, AssignRule
+from scaling_lab.train.assign_own_prior import (
     assign,
     candidate_cells,
     class_cost,

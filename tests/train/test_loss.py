@@ -302,7 +302,7 @@ def test_loss_ota_zero_makes_every_prior_candidate_positive(assign_mode):
     """``loss_ota: 0`` (the reference's YOLOv5-style ComputeLoss): the positives are the centre
     prior's candidates, counted independently with ``reference_candidates`` (repeats kept by
     the reference rule; one per prediction by ``own_prior``); ``loss_ota: 1`` keeps fewer."""
-    from scaling_lab.train.assign import reference_candidates
+    from scaling_lab.train.assign_reference import reference_candidates
 
     model = create_model(graph_from(TINY_SPEC))
     images = torch.zeros(1, 3, 64, 64)

@@ -16,7 +16,8 @@ import torch
 
 from scaling_lab import ops
 from scaling_lab.ops.modules import Detect
-from scaling_lab.train.assign import FINE, AssignRule, assign_reference
+from scaling_lab.train.assign import FINE, AssignRule
+from scaling_lab.train.assign_reference import assign_reference
 from scaling_lab.train.loss import YoloV7Loss
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "reference_assign"
