@@ -10,6 +10,7 @@ on the way. ``nc`` and ``img_size`` override the spec's values.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,7 +105,9 @@ def resolve_spec(model: ModelSource | Path) -> ModelSpec:
     if isinstance(model, BlockGraph):
         raise TypeError("resolve_spec: a BlockGraph has no spec text; use it as it is")
     text = str(model)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).exists():
+    # a path when it names a file that is there (os.path: False, not OSError, for a name too
+    # long) or a YAML file; anything else, ``../../x`` too, is a zoo name: "unknown model"
+    if text.endswith((".yaml", ".yml")) or os.path.exists(text):
         if is_layer_list_file(text):
             return load_layer_list(text).spec
         return load_spec(text)

@@ -4,6 +4,7 @@ protocol flags, and the graph / latency they describe."""
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -81,6 +82,32 @@ def number_in(low: float, high: float, *, open_low: bool = False) -> Callable[[s
     return parse
 
 
+NAME_MAX = 255  # bytes of one file or folder name (Linux, macOS)
+
+
+def _check_name_length(path: Path, field: str) -> None:
+    """A path the file system cannot hold (a name over ``NAME_MAX`` bytes, the whole over
+    PATH_MAX) is refused here, not as an OSError from the first look at it."""
+    text = str(path)
+    shown = text if len(text) <= 80 else f"{text[:50]}...{text[-20:]}"
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > NAME_MAX:
+        raise UserError(
+            f"a name of {longest} bytes is too long for a file (limit {NAME_MAX})",
+            source=shown,
+            field=field,
+        )
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise UserError(
+                f"path too long for the file system ({len(text)} characters)",
+                source=shown,
+                field=field,
+            ) from None
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -100,6 +127,7 @@ def _check_creatable(path: Path, field: str) -> None:
 def check_output_dir(path: str | Path, field: str) -> None:
     """An output folder the command can make or fill, checked before any work starts."""
     path = Path(path)
+    _check_name_length(path, field)
     if path.exists() and not path.is_dir():
         raise UserError("exists and is not a folder", source=str(path), field=field)
     if path.is_dir():
@@ -112,6 +140,7 @@ def check_output_dir(path: str | Path, field: str) -> None:
 def check_output_file(path: str | Path, field: str) -> None:
     """An output file the command can write (missing folders are made), checked up front."""
     path = Path(path)
+    _check_name_length(path, field)
     if path.is_dir():
         raise UserError("is a folder: give a file path", source=str(path), field=field)
     if path.exists() and not os.access(path, os.W_OK):

@@ -55,7 +55,7 @@ def _default_run_dir(model: str) -> str:
     """``runs/train/NAME``, or ``NAME-2``, ``NAME-3``, ... when taken."""
     path = Path(model)  # a name, never a path out of runs/train
     name = path.stem if model.endswith((".yaml", ".yml")) else path.name
-    name = name if name not in ("", ".", "..") else "run"
+    name = name[:100] if name not in ("", ".", "..") else "run"  # a folder name, not 5000 a's
     base = Path("runs/train") / name
     candidate, n = base, 1
     while candidate.exists():

@@ -31,10 +31,11 @@ def zoo_spec_path(name: str) -> Path:
     path = _spec_dir() / f"{name}.yaml"
     if not is_zoo_model(name):
         known = list_models()
-        close = difflib.get_close_matches(name, known, n=3)
+        close = difflib.get_close_matches(name, known, n=3) if len(name) <= 100 else []
         hint = f"did you mean {', '.join(close)}? " if close else ""
+        shown = name if len(name) <= 60 else f"{name[:30]}...{name[-20:]}"  # ../../.. x 1000
         raise SpecError(
-            f"unknown model '{name}' ({hint}known: {', '.join(known)}; "
+            f"unknown model '{shown}' ({hint}known: {', '.join(known)}; "
             "or give the path of a .yaml spec)"
         )
     return path

@@ -132,3 +132,46 @@ def test_a_search_space_that_is_not_one_names_the_experiment_line_too(tmp_path, 
     assert "exp.yaml:4: field 'search.space': " in result.stderr, result.stderr
     assert message in result.stderr
     assert len(result.stderr) < 300
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../../../../etc/x", "../" * 1000 + "etc/x", "a/" * 2000, "a" * 5000]
+)
+def test_a_name_made_of_path_segments_is_an_unknown_model(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["profile", name], ["train", "--model", name, "--data", "synth"]):
+        result = lab(*argv)
+        assert_one_line(result, may_succeed=False)
+        assert ": error: unknown model '" in result.stderr, result.stderr[:300]
+        assert "(known: yolo" in result.stderr or "(known: ppyoloe" in result.stderr
+        assert len(result.stderr) < 1000  # the name shortened, not echoed in full
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_existing_spec_file_is_still_a_path_without_a_yaml_suffix(tmp_path):
+    (tmp_path / "my_model").write_text(TINY_SPEC)
+    result = lab("profile", str(tmp_path / "my_model"))
+    assert result.status == 0 and "tiny-test" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("a" * 5000, "bytes is too long for a file (limit 255)"),
+        ("a/" * 3000, "path too long for the file system"),
+        ("missing/" + "a" * 300, "bytes is too long for a file"),
+    ],
+)
+def test_an_output_path_too_long_for_the_system_is_refused_up_front(tmp_path, out, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC)
+    for argv in (
+        ["data", "synth", "--out", out],
+        ["profile", "--zoo", "--out", out],
+        ["import", str(spec), "--out", out + ".yaml"],
+        ["train", "--model", str(spec), "--data", "synth", "--out", out],
+    ):
+        result = lab(*argv)
+        assert_one_line(result, may_succeed=False)
+        assert "field 'out': " in result.stderr and message in result.stderr, result.stderr[:300]
+        assert len(result.stderr) < 300
