@@ -24,7 +24,7 @@ import pandas as pd
 
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant, planned_epochs
 from scaling_lab.sweep.experiment_graphs import base_graph
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.rungs import row_history
@@ -261,7 +261,7 @@ def run_calibration(
         rung_metric=rung[0],
         rung_epoch=rung[1],
         budget=budget,
-        epochs=int(experiment.train_config(budget).get("epochs", 300)),
+        epochs=planned_epochs(experiment.train_config(budget)),
         train=training_settings(experiment, budget),
         seeds=seeds,
         designs=derived.variants,

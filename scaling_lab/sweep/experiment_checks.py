@@ -16,6 +16,7 @@ from scaling_lab.sweep.experiment_format import (
     Scheduler,
     TrainSettings,
     check_settings,
+    planned_epochs,
 )
 from scaling_lab.sweep.materialize import Overrides, merge_train
 
@@ -28,7 +29,7 @@ def located(exc: UserError, source: str, line: int | None) -> UserError:
 
 
 def check_references(experiment: Experiment) -> None:
-    from scaling_lab.sweep.reference import paper_rows
+    from scaling_lab.sweep.paper_figures import paper_rows
 
     if experiment.paper_table is None:
         return
@@ -94,7 +95,7 @@ def check_runnable(
                 source=experiment.path,
                 field="train",
             )
-        epochs = int(settings.get("epochs", 300))
+        epochs = planned_epochs(settings)
         scheduler = experiment.scheduler
         if isinstance(scheduler, Scheduler) and scheduler.grace_period > epochs:
             raise SpecError(

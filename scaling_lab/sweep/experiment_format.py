@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,7 @@ from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.columns import METRIC_NAMES, collected_by
 from scaling_lab.sweep.materialize import Overrides, check_paths, merge_train
 from scaling_lab.sweep.space import Constraint, Distribution
-from scaling_lab.train.config import TrainConfig
+from scaling_lab.train.config import TrainConfig, train_default
 
 Metric = Literal[METRIC_NAMES]  # the names ``metrics:`` may list (``columns.py``)
 # metric name -> the result columns it fills
@@ -324,6 +325,11 @@ class Experiment:
 
 def _label(variant: Variant | str) -> str:
     return variant if isinstance(variant, str) else variant.label
+
+
+def planned_epochs(settings: Mapping[str, Any]) -> int:
+    """The epochs training ``settings`` run for: their own, else TrainConfig's default."""
+    return int(settings.get("epochs", train_default("epochs")))
 
 
 def check_settings(settings: dict[str, Any], where: str) -> None:

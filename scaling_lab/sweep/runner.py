@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.sweep.experiment_format import Experiment, Scheduler
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler, planned_epochs
 from scaling_lab.sweep.progress import SweepProgress, progress_metric
 from scaling_lab.sweep.ray_setup import (
     LOOPBACK_ENV,
@@ -58,7 +58,7 @@ def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
         time_attr="training_iteration",
         metric=cfg.metric,
         mode=cfg.mode,
-        max_t=int(settings.get("epochs", 300)),
+        max_t=planned_epochs(settings),
         grace_period=cfg.grace_period,
         reduction_factor=cfg.reduction_factor,
     )
@@ -74,7 +74,7 @@ def _rung_rule(experiment: Experiment, settings: dict[str, Any]) -> RungRule | N
         mode=cfg.mode,
         grace_period=cfg.grace_period,
         reduction_factor=cfg.reduction_factor,
-        max_t=int(settings.get("epochs", 300)),
+        max_t=planned_epochs(settings),
     )
 
 
@@ -336,7 +336,7 @@ def run_sweep(
         progress = default_progress(experiment, profile_only, verbose)
     if progress is not None:
         progress.resume([r for r in store.rows() if r["key"] in store.terminal_keys()])
-    planned = int(settings.get("epochs", 300))
+    planned = planned_epochs(settings)
     callback = _row_callback(experiment, store, reports_dir, planned, progress)
     session = _Session(experiment, ctx, store, settings, address, num_cpus, verbose, callback)
     try:

@@ -31,7 +31,7 @@ from typing import Any
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.sweep.columns import PARAM_PREFIX
-from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant
+from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant, planned_epochs
 from scaling_lab.sweep.experiment_graphs import training_graph, variant_graph
 from scaling_lab.sweep.materialize import Overrides, merge_train
 from scaling_lab.sweep.rungs import rung_epochs
@@ -111,7 +111,7 @@ def evaluated_rungs(experiment: Experiment, settings: dict[str, Any]) -> list[in
     wanted = set(settings.get("eval_epochs") or ())
     cfg = experiment.scheduler
     if isinstance(cfg, Scheduler):
-        epochs = int(settings.get("epochs", 300))
+        epochs = planned_epochs(settings)
         wanted.update(rung_epochs(cfg.grace_period, cfg.reduction_factor, epochs))
     return sorted(wanted)
 

@@ -10,9 +10,11 @@ import pytest
 
 from scaling_lab.errors import UserError
 from scaling_lab.sweep.experiment import load_experiment
+from scaling_lab.sweep.experiment_format import planned_epochs
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.space import parse_constraint, parse_distribution
 from scaling_lab.sweep.trial_keys import params_key, trial_key
+from scaling_lab.train.config import TrainConfig
 
 HERE = Path(__file__).parent
 
@@ -389,3 +391,10 @@ def test_bad_seeds_are_refused(tmp_path, extra, message):
 def test_a_search_refuses_repeats(tmp_path):
     with pytest.raises(UserError, match="not to a search"):
         load_experiment(write(tmp_path, SEARCH + "seeds: 2\n"), check_graphs=False)
+
+
+def test_a_sweep_plans_train_configs_default_epochs():
+    """Settings without ``epochs`` train TrainConfig's default, which the sweep's scheduler,
+    rungs and checks read from there."""
+    assert planned_epochs({}) == TrainConfig(model="-", data="synth").epochs
+    assert planned_epochs({"epochs": 7}) == 7
