@@ -426,7 +426,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
             v.name: {
                 "latency_ms": statistics.median(v.rounds),
                 "round_medians_ms": v.rounds,
-                "p90_ms": timing.summarize(v.samples).p90_ms,
+                "p90_ms": timing.timing_stats(v.samples).p90_ms,
                 "min_ms": min(v.samples),
                 "iters_per_round": v.iters,
                 "compile_s": v.compile_s,

@@ -37,8 +37,8 @@ from scaling_lab.analyze.timing import (
     protocol_card,
     resolve_request,
     rss_peak_mb,
-    summarize,
     time_calls,
+    timing_stats,
 )
 from scaling_lab.device import torch_dtype
 from scaling_lab.layers.forms import FORMS as ALL_FORMS
@@ -129,7 +129,7 @@ def time_nms(
         max_det=postprocess.MAX_DET,
         candidates=candidates,
         kept=kept,
-        stats=summarize(samples),
+        stats=timing_stats(samples),
     )
 
 
@@ -208,7 +208,7 @@ def measure_latency(
     )
     return LatencyResult(
         protocol=protocol,
-        stats=summarize(samples),
+        stats=timing_stats(samples),
         samples_ms=tuple(samples),
         peak_memory_mb=peak,
         compile_s=compile_s,

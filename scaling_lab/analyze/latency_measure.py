@@ -39,7 +39,7 @@ from torch import nn
 
 from scaling_lab.analyze.latency import _device_run
 from scaling_lab.analyze.op_config import OpConfig, RunSettings
-from scaling_lab.analyze.timing import num_threads, summarize, time_calls
+from scaling_lab.analyze.timing import num_threads, time_calls, timing_stats
 from scaling_lab.device import torch_dtype
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.ops import Detect, MaxPool, Shape
@@ -182,7 +182,7 @@ def _bound_touch(inputs: list[torch.Tensor]) -> Callable[[], None]:
 
 
 def _entry(config: OpConfig, samples: list[float]) -> dict[str, Any]:
-    stats = summarize(samples)
+    stats = timing_stats(samples)
     return {
         "kind": config.kind,
         "group": config.group,

@@ -239,7 +239,7 @@ def ort_latency(
     )
     return timing.LatencyResult(
         protocol=card,
-        stats=timing.summarize(samples),
+        stats=timing.timing_stats(samples),
         samples_ms=tuple(samples),
         peak_memory_mb=timing.rss_peak_mb(),
     )

@@ -73,10 +73,10 @@ class Stats:
     max_ms: float
 
 
-def summarize(samples_ms: Sequence[float]) -> Stats:
+def timing_stats(samples_ms: Sequence[float]) -> Stats:
     """Median, p90, min, mean and max of the samples (milliseconds)."""
     if not samples_ms:
-        raise ValueError("summarize: no samples")
+        raise ValueError("timing_stats: no samples")
     values = sorted(float(v) for v in samples_ms)
     return Stats(
         n=len(values),

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from scaling_lab.data import transforms as tf
+from scaling_lab.data import augment as tf
 from scaling_lab.data.errors import DataError
 from scaling_lab.data.hyp import default_hyp
 from scaling_lab.data.masks import decode, resize_mask

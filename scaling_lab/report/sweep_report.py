@@ -12,7 +12,7 @@ from scaling_lab.report.stats import SeedNoise
 from scaling_lab.report.sweep_table import ReportContext
 from scaling_lab.report.sweep_table_render import FORMATS, write_report
 from scaling_lab.sweep.experiment_format import Experiment
-from scaling_lab.sweep.reference import paper_peers, paper_rows
+from scaling_lab.sweep.paper_figures import paper_peers, paper_rows
 from scaling_lab.sweep.store import read_results
 
 

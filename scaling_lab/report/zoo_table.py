@@ -30,7 +30,7 @@ FAMILY_ORDER = ("YOLOv7", "YOLOv4", "YOLOR", "YOLOv5", "YOLOX", "PP-YOLOE")
 
 def reference_counts() -> pd.DataFrame:
     """The public reference implementation's counts shipped with the package."""
-    path = resources.files("scaling_lab.zoo") / "reference" / "public_reference_counts.csv"
+    path = resources.files("scaling_lab.zoo") / "published" / "public_reference_counts.csv"
     return pd.read_csv(str(path))
 
 

@@ -32,7 +32,7 @@ from scaling_lab.spec.layer_modules import (
     IMAGE,
     MODULES,
     Conversion,
-    Layer,
+    LayerListEntry,
     Node,
     layer_error,
     make_divisible,
@@ -153,7 +153,7 @@ def _normalize(value: Any) -> Any:
     return value
 
 
-def _layers(data: dict, text: str, depth: float, source: str) -> list[Layer]:
+def _layers(data: dict, text: str, depth: float, source: str) -> list[LayerListEntry]:
     lines = _layer_lines(text)
     entries = []
     for section in ("backbone", "head"):
@@ -195,7 +195,7 @@ def _layers(data: dict, text: str, depth: float, source: str) -> list[Layer]:
             )
         sources = _sources(raw_from, index, module, source, line)
         layers.append(
-            Layer(
+            LayerListEntry(
                 index,
                 sources,
                 scale_repeats(number, depth),

@@ -29,7 +29,7 @@ def make_divisible(x: float, divisor: int = 8) -> int:
 
 
 @dataclass(frozen=True)
-class Layer:
+class LayerListEntry:
     """One ``[from, number, module, args]`` entry, with its sources resolved."""
 
     index: int
@@ -49,7 +49,7 @@ class Node:
     type: str
     inputs: tuple[str, ...]
     fields: dict[str, Any]
-    layer: Layer
+    layer: LayerListEntry
 
 
 @dataclass
@@ -85,7 +85,13 @@ class Conversion:
         return IMAGE if index < 0 else self.outputs[index]
 
     def emit(
-        self, layer: Layer, kind: str, stride: int, type_: str, inputs: Iterable[str], **fields: Any
+        self,
+        layer: LayerListEntry,
+        kind: str,
+        stride: int,
+        type_: str,
+        inputs: Iterable[str],
+        **fields: Any,
     ) -> str:
         """Add a node named after its kind and output level; returns the name."""
         level = int(math.log2(stride)) if stride >= 1 else 0
@@ -97,7 +103,7 @@ class Conversion:
         return name
 
 
-def layer_error(layer: Layer, message: str, source: str) -> SpecError:
+def layer_error(layer: LayerListEntry, message: str, source: str) -> SpecError:
     return SpecError(
         f"layer {layer.index} ({layer.module}): {message}", source=source, line=layer.line
     )
@@ -106,7 +112,7 @@ def layer_error(layer: Layer, message: str, source: str) -> SpecError:
 # ----------------------------------------------------------------------------- arguments
 
 # a converter: (model, layer, its named arguments) -> (output node, output width, output stride)
-Converter = Callable[[Conversion, Layer, dict[str, Any]], tuple[str, int, int]]
+Converter = Callable[[Conversion, LayerListEntry, dict[str, Any]], tuple[str, int, int]]
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class ModuleRule:
     repeats: str = "one"  # what `number` means: see _CSP, _COPIES, _IGNORED; "one": must be 1
 
 
-def module_args(spec: ModuleRule, layer: Layer, source: str) -> dict[str, Any]:
+def module_args(spec: ModuleRule, layer: LayerListEntry, source: str) -> dict[str, Any]:
     given = list(layer.args)
     if not spec.required <= len(given) <= len(spec.args):
         expected = (
@@ -136,18 +142,24 @@ def module_args(spec: ModuleRule, layer: Layer, source: str) -> dict[str, Any]:
 
 @overload
 def _int(
-    layer: Layer, args: dict, key: str, default: int, source: str, *, pair: bool = False
+    layer: LayerListEntry, args: dict, key: str, default: int, source: str, *, pair: bool = False
 ) -> int: ...
 
 
 @overload
 def _int(
-    layer: Layer, args: dict, key: str, default: None, source: str, *, pair: bool = False
+    layer: LayerListEntry, args: dict, key: str, default: None, source: str, *, pair: bool = False
 ) -> int | None: ...
 
 
 def _int(
-    layer: Layer, args: dict, key: str, default: int | None, source: str, *, pair: bool = False
+    layer: LayerListEntry,
+    args: dict,
+    key: str,
+    default: int | None,
+    source: str,
+    *,
+    pair: bool = False,
 ) -> int | None:
     """An integer argument; ``pair``: a list of equal integers (a square kernel, stride or
     padding, which torch's conv and pooling also accept as a pair) counts as one integer."""
@@ -163,7 +175,7 @@ def _int(
     return value
 
 
-def _square(layer: Layer, key: str, value: list, source: str) -> Any:
+def _square(layer: LayerListEntry, key: str, value: list, source: str) -> Any:
     """``[3, 3]`` -> 3; a non-square pair is refused (our convs and pools are square)."""
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if not (ints and len(value) == 2):
@@ -181,14 +193,14 @@ def _square(layer: Layer, key: str, value: list, source: str) -> Any:
     return value[0]
 
 
-def _bool(layer: Layer, args: dict, key: str, default: bool, source: str) -> bool:
+def _bool(layer: LayerListEntry, args: dict, key: str, default: bool, source: str) -> bool:
     value = args.get(key, default)
     if not isinstance(value, bool):
         raise layer_error(layer, f"argument '{key}' must be True or False, got {value!r}", source)
     return value
 
 
-def _float(layer: Layer, args: dict, key: str, default: float, source: str) -> float:
+def _float(layer: LayerListEntry, args: dict, key: str, default: float, source: str) -> float:
     value = args.get(key, default)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise layer_error(
@@ -197,7 +209,7 @@ def _float(layer: Layer, args: dict, key: str, default: float, source: str) -> f
     return float(value)
 
 
-def _act(layer: Layer, args: dict, source: str) -> str | None:
+def _act(layer: LayerListEntry, args: dict, source: str) -> str | None:
     value = args.get("act", True)
     if value is True:
         return None  # the model's default
@@ -212,7 +224,7 @@ def _act(layer: Layer, args: dict, source: str) -> str | None:
     )
 
 
-def _width(model: Conversion, layer: Layer, args: dict, source: str) -> int:
+def _width(model: Conversion, layer: LayerListEntry, args: dict, source: str) -> int:
     """The first argument as an output width, after the width multiple."""
     c_out = args["c_out"]
     if not isinstance(c_out, int) or isinstance(c_out, bool) or c_out < 1:
@@ -222,7 +234,7 @@ def _width(model: Conversion, layer: Layer, args: dict, source: str) -> int:
     return c_out if c_out == model.n_outputs else make_divisible(c_out * model.width)
 
 
-def _single(model: Conversion, layer: Layer, source: str) -> int:
+def _single(model: Conversion, layer: LayerListEntry, source: str) -> int:
     if layer.many_sources:
         raise layer_error(layer, f"takes one input, got from {list(layer.sources)}", source)
     return layer.sources[0]
@@ -232,7 +244,9 @@ def _single(model: Conversion, layer: Layer, source: str) -> int:
 # Each returns (node name of the layer's output, output width, output stride).
 
 
-def _conv_like(model: Conversion, layer: Layer, args: dict, *, rep: bool) -> tuple[str, int, int]:
+def _conv_like(
+    model: Conversion, layer: LayerListEntry, args: dict, *, rep: bool
+) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
@@ -268,15 +282,15 @@ def _conv_like(model: Conversion, layer: Layer, args: dict, *, rep: bool) -> tup
     return name, c_out, stride
 
 
-def _conv(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _conv(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     return _conv_like(model, layer, args, rep=False)
 
 
-def _repconv(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _repconv(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     return _conv_like(model, layer, args, rep=True)
 
 
-def _focus(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _focus(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
@@ -300,7 +314,7 @@ def _focus(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return name, c_out, stride
 
 
-def _stem(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _stem(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     """Stem (r50-csp, x50-csp): the reference takes Conv's arguments and uses only c_out."""
     src = model.source
     x = _single(model, layer, src)
@@ -322,7 +336,7 @@ class _UnitArgs:
 
 
 def _unit_args(
-    model: Conversion, layer: Layer, args: dict, shortcut: bool, groups: int
+    model: Conversion, layer: LayerListEntry, args: dict, shortcut: bool, groups: int
 ) -> _UnitArgs:
     src = model.source
     x = _single(model, layer, src)
@@ -339,7 +353,7 @@ def _unit_args(
 def _bottleneck(unit: str, default_groups: int) -> Converter:
     """Bottleneck / Res / ResX: ``number`` units in sequence; an add where c_in == c_out."""
 
-    def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    def convert(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
         read = _unit_args(model, layer, args, True, default_groups)
         x, c_out, shortcut, groups = read.x, read.c_out, read.shortcut, read.groups
         hidden = int(c_out * read.e)
@@ -404,7 +418,7 @@ def _csp_family(
     ``int(c_out * e)``. Fields equal to the block's defaults are left out.
     """
 
-    def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    def convert(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
         src = model.source
         read = _unit_args(model, layer, args, shortcut, groups)
         x, c_out, use_shortcut, g = read.x, read.c_out, read.shortcut, read.groups
@@ -438,7 +452,7 @@ def _csp_family(
 
 
 def _spp(block: str, default_k: int | list[int]) -> Converter:
-    def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    def convert(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
         src = model.source
         x = _single(model, layer, src)
         c_out = _width(model, layer, args, src)
@@ -477,7 +491,7 @@ def _spp(block: str, default_k: int | list[int]) -> Converter:
     return convert
 
 
-def _downc(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _downc(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     c_out = _width(model, layer, args, src)
@@ -489,7 +503,7 @@ def _downc(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return name, c_out, stride
 
 
-def _pool(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _pool(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     sp = layer.module == "SP"
@@ -508,7 +522,7 @@ def _pool(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
     return name, model.width_of(x), stride
 
 
-def _upsample(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _upsample(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     src = model.source
     x = _single(model, layer, src)
     scale, mode = args.get("scale"), args.get("mode", "nearest")
@@ -528,7 +542,7 @@ def _upsample(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, in
 def _join(block: str) -> Converter:
     """Concat (dimension 1 only) or Shortcut (x[0] + x[1]; its argument is not used)."""
 
-    def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    def convert(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
         src = model.source
         if block == "concat" and args.get("dim", 1) != 1:
             raise layer_error(layer, f"only dimension 1 is supported, got {args['dim']!r}", src)
@@ -545,7 +559,7 @@ def _join(block: str) -> Converter:
     return convert
 
 
-def _reorg(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+def _reorg(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
     x = _single(model, layer, model.source)
     stride = model.stride_of(x) * 2
     name = model.emit(layer, "reorg", stride, "reorg", [model.name_of(x)])
@@ -553,7 +567,7 @@ def _reorg(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
 
 
 def _detect(block: str, implicit: bool) -> Converter:
-    def convert(model: Conversion, layer: Layer, args: dict) -> tuple[str, int, int]:
+    def convert(model: Conversion, layer: LayerListEntry, args: dict) -> tuple[str, int, int]:
         src = model.source
         nc = args["nc"]
         if nc not in ("nc", model.nc):

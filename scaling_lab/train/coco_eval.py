@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaling_lab.data.transforms import boxes_from_letterbox
+from scaling_lab.data.augment import boxes_from_letterbox
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS, CONF_THRES, IOU_THRES, MAX_DET, RECALL_KEYS
 from scaling_lab.nn import postprocess

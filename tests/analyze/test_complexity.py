@@ -19,7 +19,7 @@ from scaling_lab.analyze.complexity import count_layer
 from scaling_lab.analyze.counters import count_thop
 from scaling_lab.layers.layer_graph import Layer
 from scaling_lab.ops.base import Op, Shape
-from tests.conftest import graph_from, small_size, zoo_cases
+from tests.helpers.specs import graph_from, small_size, zoo_cases
 
 # Tolerances against the paper: the YOLOv7 family is ours to reproduce to the printed digit;
 # the baselines' figures come from their own papers' counters (issue: 0.1M params, 1% FLOPs).
@@ -28,7 +28,7 @@ BASELINE_TOLERANCE = (0.1, 0.01)
 
 
 def _csv(name):
-    path = resources.files("scaling_lab.zoo") / "reference" / name
+    path = resources.files("scaling_lab.zoo") / "published" / name
     with open(str(path)) as f:
         return list(csv.DictReader(f))
 

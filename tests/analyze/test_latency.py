@@ -41,16 +41,16 @@ QUICK = {"warmup": 1, "iters": 3}
 # --- statistics from known samples ------------------------------------------------------
 
 
-def test_summarize_known_samples():
-    s = timing.summarize([5.0, 1.0, 4.0, 2.0, 3.0])  # order must not matter
+def test_timing_stats_of_known_samples():
+    s = timing.timing_stats([5.0, 1.0, 4.0, 2.0, 3.0])  # order must not matter
     assert (s.n, s.median_ms, s.min_ms, s.max_ms, s.mean_ms) == (5, 3.0, 1.0, 5.0, 3.0)
     assert s.p90_ms == pytest.approx(4.6)  # rank 0.9 * 4 = 3.6: 4 + 0.6 * (5 - 4)
 
 
-def test_summarize_even_count_and_single():
-    s = timing.summarize([10.0, 20.0, 30.0, 40.0])
+def test_timing_stats_even_count_and_single():
+    s = timing.timing_stats([10.0, 20.0, 30.0, 40.0])
     assert s.median_ms == 25.0 and s.p90_ms == pytest.approx(37.0)
-    one = timing.summarize([7.5])
+    one = timing.timing_stats([7.5])
     assert one.median_ms == one.p90_ms == one.min_ms == one.max_ms == 7.5
 
 
@@ -60,7 +60,7 @@ def test_percentile_matches_numpy_linear():
     for q in (0.0, 0.1, 0.5, 0.9, 1.0):
         assert timing.percentile(values, q) == pytest.approx(float(np.percentile(values, 100 * q)))
     with pytest.raises(ValueError):
-        timing.summarize([])
+        timing.timing_stats([])
 
 
 def test_fps_is_batch_over_median():
@@ -163,7 +163,7 @@ def test_benchmark_result_carries_the_protocol():
     assert (p.device, p.dtype, p.batch, p.img_size, p.threads) == ("cpu", "fp32", 1, 128, 1)
     assert (p.warmup, p.iters) == (1, 3) and p.torch_version == torch.__version__
     assert "RSS" in p.memory and "perf_counter" in p.timer
-    assert len(result.samples_ms) == 3 and result.stats == timing.summarize(result.samples_ms)
+    assert len(result.samples_ms) == 3 and result.stats == timing.timing_stats(result.samples_ms)
     assert result.fps == pytest.approx(1000.0 / result.stats.median_ms)
     assert result.peak_memory_mb > 0
     data = result.to_dict()

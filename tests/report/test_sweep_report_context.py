@@ -8,7 +8,7 @@ import pandas as pd
 
 from scaling_lab.report.sweep_report import _size_note, report_context
 from scaling_lab.sweep.experiment import load_experiment
-from scaling_lab.sweep.reference import paper_peers, paper_rows
+from scaling_lab.sweep.paper_figures import paper_peers, paper_rows
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 

@@ -16,7 +16,7 @@ import pytest
 
 from scaling_lab.report.pareto import pareto_mask
 from scaling_lab.sweep.experiment import load_experiment
-from scaling_lab.sweep.reference import paper_rows
+from scaling_lab.sweep.paper_figures import paper_rows
 from scaling_lab.sweep.runner import run_sweep
 from scaling_lab.sweep.store import TrialStore
 

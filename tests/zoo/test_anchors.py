@@ -1,6 +1,6 @@
 """Every zoo model's anchors against the public config each was taken from.
 
-``scaling_lab/zoo/reference/anchors.csv`` records, per model and detection level, the anchors
+``scaling_lab/zoo/published/anchors.csv`` records, per model and detection level, the anchors
 of the public config named in its ``source`` column (anchor-free models: the head they
 follow). The rows from the YOLOv7 repository's ``cfg/`` tree are checked once more against
 the copies of those configs under ``tests/fixtures/reference_cfg/``.
@@ -22,7 +22,7 @@ P5_SET = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 19
 
 
 def _rows() -> dict[str, list[dict[str, str]]]:
-    path = resources.files("scaling_lab.zoo") / "reference" / "anchors.csv"
+    path = resources.files("scaling_lab.zoo") / "published" / "anchors.csv"
     with open(str(path)) as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     by_model = defaultdict(list)

@@ -27,7 +27,7 @@ _AP_COLUMNS = {
 
 @cache
 def _read(name: str) -> pd.DataFrame:
-    path = resources.files("scaling_lab.zoo") / "reference" / name
+    path = resources.files("scaling_lab.zoo") / "published" / name
     return pd.read_csv(str(path))
 
 

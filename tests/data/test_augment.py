@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaling_lab.data import transforms as tf
-from scaling_lab.data.dataset import DetectionDataset
-from scaling_lab.data.sources import ImageRecord
-from tests.data.helpers import SQUARES, bright_box, draw_image
+from scaling_lab.data import augment as tf
+from tests.helpers.data_files import bright_box, draw_image
+from tests.helpers.squares_dataset import HYP, InMemory, check_sample, square_records
 
 
 @pytest.mark.parametrize(
@@ -41,71 +40,23 @@ def test_boxes_from_letterbox_clips_to_the_image():
     np.testing.assert_allclose(back[0], [0, 5, 160, 80])
 
 
-def _records():
-    return [
-        ImageRecord(i + 1, None, w, h, np.array(b, np.float32), np.array(c))
-        for i, (_, w, h, b, c) in enumerate(SQUARES)
-    ]
-
-
-class InMemory(DetectionDataset):
-    """The SQUARES images without files."""
-
-    def _load(self, index):
-        rec = self.records[index]
-        _, w, h, boxes, classes = SQUARES[index]
-        return draw_image(w, h, boxes, classes), rec
-
-
-HYP = {
-    "mosaic": 1.0,
-    "mixup": 0.0,
-    "degrees": 10.0,
-    "translate": 0.1,
-    "scale": 0.5,
-    "shear": 3.0,
-    "perspective": 0.0,
-    "flipud": 0.5,
-    "fliplr": 0.5,
-    "hsv_h": 0.0,
-    "hsv_s": 0.0,
-    "hsv_v": 0.0,
-}
-
-
-def _check_sample(img: np.ndarray, labels: np.ndarray, size: int) -> int:
-    """Every label box is tight around a rectangle of its class's colour (rotated ones too: the
-    box around the warped corners is the warped rectangle's extent). A rotated rectangle cut
-    by the image border only needs to lie inside its box (the clipped corner box is looser)."""
-    for cls, cx, cy, w, h in labels.tolist():
-        box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * size
-        found = bright_box(img, box, margin=3, cls=int(cls))
-        assert found is not None, f"no object under box {box}"
-        if min(box) > 0.5 and max(box) < size - 0.5:
-            np.testing.assert_allclose(found, box, atol=1.6)
-        else:
-            assert (np.array(found[:2]) >= box[:2] - 1.6).all(), (found, box)
-            assert (np.array(found[2:]) <= box[2:] + 1.6).all(), (found, box)
-    return len(labels)
-
-
 @pytest.mark.parametrize("mosaic", [1.0, 0.0])
 def test_augmented_boxes_follow_the_objects(mosaic):
     size = 160
-    ds = InMemory(_records(), size, augment=True, hyp={**HYP, "mosaic": mosaic})
+    ds = InMemory(square_records(), size, augment=True, hyp={**HYP, "mosaic": mosaic})
     n_boxes = 0
     for seed in range(12):
         image, labels, image_id, _ = ds[(seed % len(ds), seed)]
         img = image.permute(1, 2, 0).numpy()
         assert img.shape == (size, size, 3) and image_id == seed % len(ds) + 1
-        n_boxes += _check_sample(img, labels.numpy(), size)
+        n_boxes += check_sample(img, labels.numpy(), size)
     assert n_boxes >= 12
 
 
 def test_mixup_keeps_both_label_sets():
-    ds = InMemory(_records(), 160, augment=True, hyp={**HYP, "mixup": 1.0})
+    ds = InMemory(square_records(), 160, augment=True, hyp={**HYP, "mixup": 1.0})
     _, labels, _, _ = ds[(0, 3)]
-    single = InMemory(_records(), 160, augment=True, hyp=HYP)
+    single = InMemory(square_records(), 160, augment=True, hyp=HYP)
     _, labels1, _, _ = single[(0, 3)]
     assert len(labels) > len(labels1)
 
