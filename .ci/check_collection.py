@@ -19,7 +19,7 @@ from pathlib import Path
 def collected_files(root: Path) -> set[str]:
     """Test files that pytest collects at least one test from, relative to ``root``."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", ""],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", "-n", "0"],
         cwd=root,
         capture_output=True,
         text=True,

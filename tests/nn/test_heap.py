@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from scaling_lab.nn.heap import _glibc
-from tests.conftest import TINY_SPEC
+from tests.helpers.specs import TINY_SPEC
 
 PLACEMENT = r"""
 import ctypes, json, sys, torch
@@ -78,6 +78,7 @@ def test_a_built_model_faults_no_pages_in_per_call():
     assert max(faults) < pages, faults
 
 
+@pytest.mark.slow  # 30 s: builds and runs yolov7 at 640 in a fresh process
 def test_the_deploy_module_keeps_activations_above_the_cap_on_the_heap(tmp_path):
     spec = tmp_path / "tiny1536.yaml"
     spec.write_text(TINY_SPEC.replace("img_size: 64", "img_size: 1536"))

@@ -14,7 +14,7 @@ from scaling_lab.nn import build_module
 from scaling_lab.nn.reparam import reparameterize
 from scaling_lab.ops import modules
 from scaling_lab.ops.fusion import fold_implicit, fuse_conv_bn, fuse_repconv, identity_kernel
-from tests.conftest import graph_from
+from tests.helpers.specs import ELAN_CSP_SPEC, graph_from
 
 P6 = {"yolov7-w6", "yolov7-e6", "yolov7-d6", "yolov7-e6e"}
 
@@ -243,21 +243,26 @@ def test_model_without_layer_graph_is_refused():
 # ---------------------------------------------------------------- every zoo model
 
 
-# The biggest P6 models take 10-25 s per check on 2 CPU cores (building 150M+ parameters
-# twice); CI runs them under the planned policy and float32, the rest is marked slow.
-HEAVY = {"yolov7-e6", "yolov7-d6", "yolov7-e6e"}
+# Building and checking a zoo model takes 2-40 s on 2 CPU cores (yolov7x under ``all``: 40 s).
+# The default run checks every model under the planned policy, and every policy on the two
+# models whose op mix covers the rest (yolov7-tiny: plain convs, leaky; yolov7: RepConvs,
+# SiLU); the full grid runs with the slow tests.
+EVERY_POLICY = {"yolov7-tiny", "yolov7"}
 
 
 YOLOV7 = [name for name in list_models() if scaling_lab.resolve_spec(name).family == "YOLOv7"]
 
 
-def _grid(policies, heavy_policies):
+def _grid(policies, default_policies, models=None):
+    """(model, policy) cases; those outside the default run are marked slow."""
+
+    def fast(name: str, policy) -> bool:
+        if models is not None:
+            return name in models
+        return name in EVERY_POLICY or policy in default_policies
+
     return [
-        pytest.param(
-            name,
-            policy,
-            marks=() if name not in HEAVY or policy in heavy_policies else pytest.mark.slow,
-        )
+        pytest.param(name, policy, marks=() if fast(name, policy) else pytest.mark.slow)
         for name in YOLOV7
         for policy in policies
     ]
@@ -276,7 +281,7 @@ def test_zoo_fuse_check_float32(name, policy):
     assert result["params_training"] == training
 
 
-@pytest.mark.parametrize(("name", "policy"), _grid(["planned"], set()))
+@pytest.mark.parametrize(("name", "policy"), _grid(["planned"], set(), models=EVERY_POLICY))
 def test_zoo_float64_decoded_and_raw_outputs(name, policy):
     size = _size(name)
     graph = scaling_lab.get_layer_graph(name, img_size=size, repconv=policy)
@@ -291,10 +296,7 @@ def test_zoo_float64_decoded_and_raw_outputs(name, policy):
 
 
 def test_fuse_check_csp_elan_and_explicit_positions():
-    from tests.conftest import graph_from
-    from tests.layers.test_plan_repconv import SPEC
-
-    graph = graph_from(SPEC)  # 3-stacked ELAN, CSPDarknet, reversed CSPDarknet
+    graph = graph_from(ELAN_CSP_SPEC)  # 3-stacked ELAN, CSPDarknet, reversed CSPDarknet
     for policy in ("planned", "all", {"elan.cv3": "repconv", "rcsp.cv2": "repconv"}):
         result = fuse_check(graph, repconv=policy, dtype=torch.float64)
         assert result["ok"] and result["relative"] <= 1e-10, (policy, result)

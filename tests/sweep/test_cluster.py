@@ -23,6 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 35 s: starts a Ray cluster with `ray start`
 @pytest.mark.skipif(not RAY.is_file(), reason="the ray command is not installed")
 def test_profile_sweep_on_a_running_cluster(tmp_path):
     port = _free_port()
