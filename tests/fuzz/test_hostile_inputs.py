@@ -175,3 +175,38 @@ def test_an_output_path_too_long_for_the_system_is_refused_up_front(tmp_path, ou
         assert_one_line(result, may_succeed=False)
         assert "field 'out': " in result.stderr and message in result.stderr, result.stderr[:300]
         assert len(result.stderr) < 300
+
+
+def test_a_truncated_image_is_the_only_output_of_a_training_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert lab("data", "synth", "--out", "ds", "--images", "8", "--size", "64").status == 0
+    image = sorted((tmp_path / "ds" / "images" / "train").glob("*.jpg"))[2]
+    image.write_bytes(image.read_bytes()[:200])
+    result = lab(
+        "train", "--model", "yolov7-tiny", "--data", "ds", "--img", "64", "--epochs", "1",
+        "--batch", "2", "--device", "cpu", "--out", "run",
+    )  # fmt: skip
+    assert_one_line(result, may_succeed=False)  # no autoanchor line before it
+    assert f"{image.name}: cannot read image: " in result.stderr
+    assert "cut short" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_image_cut_short_is_found_without_decoding_whole_ones(tmp_path):
+    from PIL import Image
+
+    from scaling_lab.data.errors import DataError
+    from scaling_lab.data.sources import check_image_complete
+
+    pixels = Image.new("RGB", (40, 30), (200, 10, 10))
+    for name in ("a.jpg", "a.png"):
+        pixels.save(tmp_path / name)
+        whole = (tmp_path / name).read_bytes()
+        check_image_complete(tmp_path / name)
+        (tmp_path / name).write_bytes(whole + b"trailing bytes after the image")
+        check_image_complete(tmp_path / name)  # still decodes: kept
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(DataError, match=rf"{name}: cannot read image: .*cut short"):
+            check_image_complete(tmp_path / name)
+    (tmp_path / "other.bmp").write_bytes(b"BM")  # not JPEG or PNG: read when used
+    check_image_complete(tmp_path / "other.bmp")
