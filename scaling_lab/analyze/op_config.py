@@ -6,8 +6,9 @@ and the run's dtype, batch and memory layout. ``OpConfig`` holds exactly that, a
 is the text a table stores: two layers with the same key cost the same, so a table measures
 each key once (an ELAN's repeated 3x3 convs are one entry).
 
-Features for the fallback fit (``macs``, ``bytes``) come from the op's own count rule
-(``Op.count``), the one the analytic counter uses.
+Features for the fallback fit (``macs``, ``bytes``) and its groups come from the op's own
+rules (``Op.count``, the one the analytic counter uses, ``Op.fit_macs`` and ``Op.fit_group``),
+so an op a user defines brings its cost rule with it.
 """
 
 from __future__ import annotations
@@ -75,19 +76,16 @@ class OpConfig:
 
     @property
     def group(self) -> str:
-        """The fallback fit's group: the kind, refined by kernel and stride (and grouping for
-        convs), whose costs scale alike; ``kind`` is the coarser group behind it."""
-        return fit_group(self.op)
+        """The fallback fit's group (``Op.fit_group``): the kind, refined by kernel and stride
+        (and grouping for convs), whose costs scale alike; ``kind`` is the coarser group behind
+        it."""
+        return self.op.fit_group()
 
     def features(self) -> dict[str, float]:
-        """What the fallback regresses on: MACs (for a window op without weights, such as a
-        max-pool, its window reads: output elements x k x k) and bytes moved (inputs, output,
-        weights)."""
+        """What the fallback regresses on: the op's work (``Op.fit_macs``: MACs, or a
+        max-pool's window reads) and bytes moved (inputs, output, weights)."""
         count = self.op.count(list(self.inputs), self.out)
-        macs = count.macs
-        k = getattr(self.op, "k", None)
-        if macs == 0 and isinstance(k, int):
-            macs = self.out.elements * k * k
+        macs = self.op.fit_macs(list(self.inputs), self.out)
         elements = sum(s.elements for s in self.inputs) + self.out.elements
         size = DTYPE_BYTES[self.run.dtype]
         return {
@@ -95,20 +93,6 @@ class OpConfig:
             "bytes": float(size * (self.run.batch * elements + count.params)),
             "params": float(count.params),
         }
-
-
-def fit_group(op: Op) -> str:
-    """``conv/k3/s2``, ``conv/k3/s1/dw``, ``maxpool/k5/s1``, ``concat``..."""
-    parts = [op.kind]
-    for name in ("k", "s"):
-        value = getattr(op, name, None)
-        if isinstance(value, int):
-            parts.append(f"{name}{value}")
-    groups = getattr(op, "groups", 1)
-    if isinstance(groups, int) and groups > 1:
-        c_in = getattr(op, "c_in", None)
-        parts.append("dw" if groups == c_in else "g")
-    return "/".join(parts)
 
 
 def layer_config(graph: LayerGraph, layer: Layer, run: RunSettings) -> OpConfig:

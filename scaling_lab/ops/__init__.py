@@ -3,7 +3,17 @@
 Torch is imported only when an op is built (``scaling_lab.ops.modules``, ``.fusion``).
 """
 
-from scaling_lab.ops.base import FREE, Op, OpCount, Port, Shape, TorchCall
+from scaling_lab.ops.base import (
+    FREE,
+    REFERENCE_ANCHORS,
+    REFERENCE_OWN,
+    Op,
+    OpCount,
+    Port,
+    ReferenceNaming,
+    Shape,
+    TorchCall,
+)
 from scaling_lab.ops.conv import BatchNormAct, Conv, RepConv
 from scaling_lab.ops.head import Detect, Outputs
 from scaling_lab.ops.layout import (
@@ -21,6 +31,8 @@ from scaling_lab.ops.layout import (
 
 __all__ = [
     "FREE",
+    "REFERENCE_ANCHORS",
+    "REFERENCE_OWN",
     "Add",
     "BatchNormAct",
     "Chunk",
@@ -36,6 +48,7 @@ __all__ = [
     "OpCount",
     "Outputs",
     "Port",
+    "ReferenceNaming",
     "Reorg",
     "RepConv",
     "Shape",

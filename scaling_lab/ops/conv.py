@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scaling_lab.ops.base import Op, OpCount, Port, Shape, require, windowed
+from scaling_lab.ops.base import (
+    Op,
+    OpCount,
+    Port,
+    ReferenceNaming,
+    Shape,
+    require,
+    windowed,
+)
 from scaling_lab.spec.activations import check_activation
 
 # thop (0.1.1) counts an affine BatchNorm as 4 ops per element
@@ -16,6 +24,29 @@ THOP_BN_OPS_PER_ELEMENT = 4
 def conv_params(c_in: int, c_out: int, k: int, groups: int) -> int:
     """Weights of a kxk (grouped) conv kernel."""
     return c_out * (c_in // groups) * k * k
+
+
+# how the reference (WongKinYiu/yolov7, models/common.py) names their tensors
+CONV_NAMING = ReferenceNaming("conv", "conv.weight", activation="act")  # conv, bn, act
+REPCONV_NAMING = ReferenceNaming(  # rbr_identity, rbr_dense, rbr_1x1, act
+    "repconv",
+    "rbr_dense.0.weight",
+    renames=(("dense.", "rbr_dense."), ("point.", "rbr_1x1."), ("identity.", "rbr_identity.")),
+    fused_markers=("rbr_reparam.weight",),  # a RepConv the reference has already fused
+    activation="act",
+)
+
+
+def conv_slice(op: Conv | RepConv, g: int) -> Conv | RepConv | None:
+    """A conv computing one of ``g`` equal chunks of its outputs: fewer outputs reading the
+    whole input, or, grouped, fewer groups reading the matching chunk of the input."""
+    if op.c_out % g:
+        return None
+    if op.groups == 1:
+        return replace(op, c_out=op.c_out // g)
+    if op.groups % g == 0:
+        return replace(op, c_in=op.c_in // g, c_out=op.c_out // g, groups=op.groups // g)
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,15 @@ class Conv(Op):
         from scaling_lab.ops import fusion
 
         return fusion.fused_conv_state(module)
+
+    def reference_naming(self) -> ReferenceNaming:
+        return CONV_NAMING
+
+    def channel_slice(self, g: int) -> Conv | RepConv | None:
+        return conv_slice(self, g)
+
+    def slice_input(self, j: int, g: int) -> tuple[int, int]:
+        return (0, 1) if self.groups == 1 else (j, g)
 
 
 @dataclass(frozen=True)
@@ -136,6 +176,15 @@ class RepConv(Op):
 
         return fusion.fused_repconv_state(module)
 
+    def reference_naming(self) -> ReferenceNaming:
+        return REPCONV_NAMING
+
+    def channel_slice(self, g: int) -> Conv | RepConv | None:
+        return conv_slice(self, g)
+
+    def slice_input(self, j: int, g: int) -> tuple[int, int]:
+        return (0, 1) if self.groups == 1 else (j, g)
+
 
 @dataclass(frozen=True)
 class BatchNormAct(Op):
@@ -158,3 +207,6 @@ class BatchNormAct(Op):
         from scaling_lab.ops import modules
 
         return modules.bn_act(self.c, self.act)
+
+    def channel_slice(self, g: int) -> BatchNormAct | None:
+        return replace(self, c=self.c // g) if self.c % g == 0 else None

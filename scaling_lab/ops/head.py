@@ -6,7 +6,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scaling_lab.ops.base import FREE, Op, OpCount, Port, Shape, require
+from scaling_lab.ops.base import (
+    FREE,
+    REFERENCE_ANCHORS,
+    REFERENCE_OWN,
+    Op,
+    OpCount,
+    Port,
+    ReferenceNaming,
+    Shape,
+    field_difference,
+    require,
+)
+
+# models.yolo.(I)(Aux)Detect of the reference: anchors, anchor_grid, m, m2, ia, im
+DETECT_NAMING = ReferenceNaming(
+    "detect",
+    "anchor_grid",
+    renames=(("aux.", "m2."),),
+    special={"anchors": REFERENCE_ANCHORS, "stride": REFERENCE_OWN},
+    ignored=("anchors", "anchor_grid"),
+    whole_layer=True,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,31 @@ class Detect(Op):
         from scaling_lab.ops import fusion
 
         return fusion.fused_detect_state(module)
+
+    def reference_naming(self) -> ReferenceNaming:
+        return DETECT_NAMING
+
+    def alignment_difference(self, theirs: Op) -> str | None:
+        """Anchors are data the checkpoint brings (its anchor_grid), not a difference."""
+        if not isinstance(theirs, Detect):
+            return f"{self.kind} vs {theirs.kind}"
+        if replace(self, anchors=theirs.anchors) == theirs:
+            return None
+        if self.nc != theirs.nc:
+            return f"{self.nc} vs {theirs.nc} classes"
+        if len(self.aux_c_ins) != len(theirs.aux_c_ins):
+            return (
+                f"{len(self.aux_c_ins)} vs {len(theirs.aux_c_ins)} auxiliary head inputs "
+                "(a deploy config against a training model, or the other way round?)"
+            )
+        if self.n_anchors != theirs.n_anchors or len(self.c_ins) != len(theirs.c_ins):
+            return (
+                f"{len(self.c_ins)} vs {len(theirs.c_ins)} levels of {self.n_anchors} vs "
+                f"{theirs.n_anchors} anchors"
+            )
+        if self.implicit != theirs.implicit:
+            return "implicit knowledge in one head only"
+        return field_difference(replace(self, anchors=theirs.anchors), theirs)
 
 
 @dataclass(frozen=True)

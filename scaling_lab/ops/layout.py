@@ -39,6 +39,12 @@ class MaxPool(Op):
 
         return nn.MaxPool2d(self.k, self.s, self.p)
 
+    def fit_macs(self, inputs: Sequence[Shape], out: Shape) -> int:
+        return out.elements * self.k * self.k  # no weights, but k x k reads per output
+
+    def channel_slice(self, g: int) -> MaxPool:
+        return self
+
 
 @dataclass(frozen=True)
 class Upsample(Op):
@@ -64,6 +70,9 @@ class Upsample(Op):
 
         return nn.Upsample(scale_factor=self.scale, mode=self.mode)
 
+    def channel_slice(self, g: int) -> Upsample:
+        return self
+
 
 @dataclass(frozen=True)
 class Concat(Op):
@@ -72,6 +81,7 @@ class Concat(Op):
     prefix = "cat"
     takes_list = True
     joins_paths = True
+    concatenates = True
 
     def infer_shape(self, inputs: Sequence[Port]) -> Shape:
         same_spatial(inputs, "concat")
@@ -119,6 +129,12 @@ class GroupConcat(Op):
 
         return TorchCall(modules.group_concat, (self.groups,))
 
+    def channel_slice(self, g: int) -> Op | None:
+        """Chunk j of ``groups`` is the plain concatenation of chunk j of every input."""
+        if g == 1:
+            return self
+        return Concat() if g == self.groups else None
+
 
 @dataclass(frozen=True)
 class Merge(Op):
@@ -145,6 +161,9 @@ class Merge(Op):
 
         return TorchCall(modules.merge_groups, (self.groups,))
 
+    def summed_groups(self) -> int:
+        return self.groups
+
 
 @dataclass(frozen=True)
 class Add(Op):
@@ -152,6 +171,7 @@ class Add(Op):
 
     prefix = "add"
     joins_paths = True
+    sums_inputs = True
 
     def infer_shape(self, inputs: Sequence[Port]) -> Shape:
         first = inputs[0]
@@ -171,6 +191,9 @@ class Add(Op):
         from scaling_lab.ops import modules
 
         return TorchCall(modules.add_all)
+
+    def channel_slice(self, g: int) -> Add:
+        return self
 
 
 @dataclass(frozen=True)
@@ -225,6 +248,9 @@ class Chunk(Op):
         from scaling_lab.ops import modules
 
         return TorchCall(modules.chunk, (self.groups, self.index))
+
+    def channel_view(self, j: int, g: int) -> tuple[int, int]:
+        return (self.index * g + j, self.groups * g)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ two heads, each tensor of ours is paired with a tensor of theirs and the pairing
 the inputs: the ops must agree (same op and arguments, same output shape), and the inputs are
 paired in order. A pairing may name a channel slice of ours, ``(layer, j, G)``: chunk ``j``
 of ``G`` equal chunks of the layer's output. Slices come from the one structural difference
-between the two ways to write E-ELAN, derived from the ops alone:
+between the two ways to write E-ELAN, derived from the ops alone; each op says its part
+(``Op.channel_slice``, ``slice_input``, ``channel_view``, ``summed_groups``), so an op a user
+defines takes part without an edit here:
 
 - a ``Merge(g)`` of ours (sum of g channel groups) pairs with an ``Add`` of g tensors of
   theirs, group ``j`` with one addend; addition is commutative, so which addend is group j is
@@ -19,36 +21,21 @@ between the two ways to write E-ELAN, derived from the ops alone:
 
 Nested concatenations are compared flattened (``cat(cat(a, b), c) == cat(a, b, c)``), so a
 block that concatenates inside (``mp_down``) pairs with the reference's single three-way
-concat. Nothing here imports torch.
+concat. Ops are compared by ``Op.alignment_difference`` (the head ignores anchors, which the
+checkpoint brings). Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
-from scaling_lab.ops import (
-    Add,
-    BatchNormAct,
-    Chunk,
-    Concat,
-    Conv,
-    Detect,
-    GroupConcat,
-    MaxPool,
-    Merge,
-    Op,
-    RepConv,
-    Shape,
-    Upsample,
-)
+from scaling_lab.ops import Shape
 from scaling_lab.weights.errors import AlignmentError
 
 INPUT = "input"
 Key = tuple[str, int, int]  # (our layer or "input", chunk index j, chunk count G)
-
-_CHANNELWISE = (MaxPool, Upsample, BatchNormAct)  # keep a channel slice of their input
 
 
 @dataclass(frozen=True)
@@ -67,25 +54,6 @@ class Alignment:
 
     def matched_theirs(self) -> set[str]:
         return set(self.pairs.values())
-
-
-def _sliced(op: Op, g: int) -> Op | None:
-    """Our op restricted to chunk j of G of its output channels (the same op for any j)."""
-    if g == 1:
-        return op
-    if isinstance(op, (Conv, RepConv)):
-        if op.c_out % g:
-            return None
-        if op.groups == 1:
-            return replace(op, c_out=op.c_out // g)
-        if op.groups % g == 0:
-            return replace(op, c_in=op.c_in // g, c_out=op.c_out // g, groups=op.groups // g)
-        return None
-    if isinstance(op, BatchNormAct):
-        return replace(op, c=op.c // g) if op.c % g == 0 else None
-    if isinstance(op, (MaxPool, Upsample)):
-        return op
-    return None
 
 
 def _slice_text(key: Key) -> str:
@@ -134,7 +102,7 @@ class _Aligner:
     def _flat(self, graph: LayerGraph, names: tuple[str, ...]) -> list[str]:
         out: list[str] = []
         for name in names:
-            if name != INPUT and type(graph[name].op) is Concat:
+            if name != INPUT and graph[name].op.concatenates:
                 out += self._flat(graph, graph[name].inputs)
             else:
                 out.append(name)
@@ -174,74 +142,38 @@ class _Aligner:
         _, j, g = key
         t = their.name
         op, top = z.op, their.op
-        if isinstance(op, Chunk):  # a view: their tensor is a slice of our input
-            n, i = op.groups, op.index
-            self.todo.append(((z.inputs[0], i * g + j, n * g), t))
+        view = op.channel_view(j, g)
+        if view is not None:  # a view: their tensor is a slice of our input
+            self.todo.append(((z.inputs[0], *view), t))
             return
-        if isinstance(op, Merge):
-            if g != 1:
-                raise self.fail(key, t, "a channel slice of a merge")
-            if isinstance(top, Add) and len(their.inputs) == op.groups:
-                self.deferred.append((z, their))
-                return
-            if top != op:
-                raise self.fail(key, t, _op_difference(op, top))
-            self.todo.append(((z.inputs[0], 0, 1), their.inputs[0]))
+        summed = op.summed_groups()
+        if summed is not None and g == 1 and top.sums_inputs and len(their.inputs) == summed:
+            self.deferred.append((z, their))
             return
-        if isinstance(op, GroupConcat) and g == op.groups and g > 1:
-            if not isinstance(top, Concat):
-                raise self.fail(key, t, "a channel group of a group concat needs a concat")
-            keys = [(i, j, g) for i in z.inputs]
-            self._push_all(keys, self._flat(self.theirs, their.inputs), key, t, "concat")
-            return
-        if isinstance(op, Concat):
-            if g != 1 or not isinstance(top, Concat):
-                raise self.fail(key, t, "concatenations of different tensors")
-            ours_in = [(i, 0, 1) for i in self._flat(self.ours, z.inputs)]
-            self._push_all(ours_in, self._flat(self.theirs, their.inputs), key, t, "concat")
-            return
-        if isinstance(op, Add):
-            if not isinstance(top, Add):
-                raise self.fail(key, t, f"{op.kind} vs {top.kind}")
-            keys = [(i, j, g) for i in z.inputs]
-            self._push_all(keys, list(their.inputs), key, t, "add")
-            return
-        if isinstance(op, Detect):
-            if g != 1 or not isinstance(top, Detect):
-                raise self.fail(key, t, f"{op.kind} vs {top.kind}")
-            if replace(op, anchors=top.anchors) != top:
-                raise self.fail(key, t, _detect_difference(op, top))
-            keys = [(i, 0, 1) for i in z.inputs]
-            self._push_all(keys, list(their.inputs), key, t, "head")
-            return
-        sliced = _sliced(op, g)
+        sliced = op.channel_slice(g)
         if sliced is None:
             raise self.fail(key, t, f"{op.kind} cannot be split into {g} channel groups")
-        if type(sliced) is not type(top) or sliced != top:
-            raise self.fail(key, t, _op_difference(sliced, top))
-        if isinstance(op, (Conv, RepConv)):
-            whole = op.groups == 1 or g == 1
-            self.todo.append(((z.inputs[0], 0 if whole else j, 1 if whole else g), t_in(their)))
-            return
-        if isinstance(op, _CHANNELWISE):
-            self.todo.append(((z.inputs[0], j, g), t_in(their)))
-            return
-        if g != 1:
-            raise self.fail(key, t, f"{op.kind} cannot be split into channel groups")
-        keys = [(i, 0, 1) for i in z.inputs]
-        self._push_all(keys, list(their.inputs), key, t, op.kind)
+        difference = sliced.alignment_difference(top)
+        if difference is not None:
+            raise self.fail(key, t, difference)
+        if op.concatenates:  # whole (a slice of a concat is not the concat of slices)
+            ours_in = [(i, 0, 1) for i in self._flat(self.ours, z.inputs)]
+        else:
+            ours_in = [(i, *op.slice_input(j, g)) for i in z.inputs]
+        theirs_in = self._flat(self.theirs, their.inputs) if top.concatenates else their.inputs
+        self._push_all(ours_in, list(theirs_in), key, t, op.kind)
 
     def _resolve_merge(self) -> None:
         """Pair one deferred merge's groups with the addends: groups some other reader has
         already paired keep that addend, the rest follow the reference's layer order."""
         pick = 0
         for index, (z, _) in enumerate(self.deferred):
-            src, g = z.inputs[0], z.op.groups
+            src, g = z.inputs[0], _summed(z)
             if any((src, j, g) in self.pairs for j in range(g)):
                 pick = index
                 break
         z, their = self.deferred.pop(pick)
-        src, g = z.inputs[0], z.op.groups
+        src, g = z.inputs[0], _summed(z)
         fixed = {j: self.pairs[(src, j, g)] for j in range(g) if (src, j, g) in self.pairs}
         free_addends = [a for a in their.inputs if a not in fixed.values()]
         if len(free_addends) != g - len(fixed):
@@ -254,39 +186,10 @@ class _Aligner:
             self.todo.append(((src, j, g), addend))
 
 
-def t_in(layer: Layer) -> str:
-    (only,) = layer.inputs
-    return only
-
-
-def _detect_difference(ours: Detect, theirs: Detect) -> str:
-    if ours.nc != theirs.nc:
-        return f"{ours.nc} vs {theirs.nc} classes"
-    if len(ours.aux_c_ins) != len(theirs.aux_c_ins):
-        return (
-            f"{len(ours.aux_c_ins)} vs {len(theirs.aux_c_ins)} auxiliary head inputs "
-            "(a deploy config against a training model, or the other way round?)"
-        )
-    if ours.n_anchors != theirs.n_anchors or len(ours.c_ins) != len(theirs.c_ins):
-        return f"{len(ours.c_ins)} vs {len(theirs.c_ins)} levels of {ours.n_anchors} vs " + (
-            f"{theirs.n_anchors} anchors"
-        )
-    if ours.implicit != theirs.implicit:
-        return "implicit knowledge in one head only"
-    return _op_difference(replace(ours, anchors=theirs.anchors), theirs)
-
-
-def _op_difference(ours: Op, theirs: Op) -> str:
-    """The arguments in which two ops differ (``k 3 vs 1``), or their kinds."""
-    if type(ours) is not type(theirs):
-        return f"{ours.kind} vs {theirs.kind}"
-    names = [f.name for f in fields(ours)]  # type: ignore[arg-type]
-    diffs = [
-        f"{n} {getattr(ours, n)} vs {getattr(theirs, n)}"
-        for n in names
-        if getattr(ours, n) != getattr(theirs, n)
-    ]
-    return ", ".join(diffs) or f"{ours.kind} differs"
+def _summed(layer: Layer) -> int:
+    groups = layer.op.summed_groups()
+    assert groups is not None  # only merges are deferred
+    return groups
 
 
 def align(

@@ -37,7 +37,7 @@ from scaling_lab.graph.lower import lower
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.models import ModelRef, ModelSource, get_block_graph, model_ref
 from scaling_lab.nn import build_module
-from scaling_lab.ops import Detect
+from scaling_lab.ops import Op
 from scaling_lab.weights.align import Alignment, align
 from scaling_lab.weights.errors import AlignmentError, ReferenceCheckpointError
 from scaling_lab.weights.reference import (
@@ -81,11 +81,15 @@ class ConvertedWeights:
 
 
 def _build(layer: Layer, meta: bool) -> Any:
-    """The layer's torch form; on the meta device (nothing allocated) if ``meta``, except for
-    the head, which reads its own buffers while it is built (and is small)."""
-    if meta and not isinstance(layer.op, Detect):
-        with torch.device("meta"):
-            return layer.op.build()
+    """The layer's torch form; on the meta device (nothing allocated) if ``meta``, unless the
+    op cannot be built there: one that reads its own buffers while it is built (the head,
+    which is small) is built for real."""
+    if meta:
+        try:
+            with torch.device("meta"):
+                return layer.op.build()
+        except Exception:  # the meta device is only a saving; a real error shows below
+            pass
     return layer.op.build()
 
 
@@ -113,8 +117,11 @@ def _anchors(unit: Unit, state: Mapping[str, torch.Tensor], shape: tuple[int, ..
 
 
 def _anchor_note(layer: Layer, anchors: torch.Tensor, name: str) -> str | None:
-    assert isinstance(layer.op, Detect)
-    spec = torch.tensor(layer.op.anchors, dtype=torch.float64).reshape(anchors.shape)
+    """Where the checkpoint's anchors differ from those the op (the head) was given."""
+    given = getattr(layer.op, "anchors", None)
+    if given is None:
+        return None
+    spec = torch.tensor(given, dtype=torch.float64).reshape(anchors.shape)
     if torch.allclose(spec, anchors.to(torch.float64), atol=1e-3):
         return None
     rows = [[round(float(v), 2) for v in row.flatten()] for row in anchors]
@@ -187,8 +194,8 @@ def _gather_tensor(
         key = unit.prefix + theirs_key
         if key not in state:
             raise AlignmentError(
-                f"the checkpoint has no '{key}' for our '{layer.name}.{rel}' (a fused or "
-                "otherwise different checkpoint?)"
+                f"the checkpoint has no '{key}' for our '{layer.name}.{rel}' "
+                f"({_missing_hint(layer.op)})"
             )
         pieces.append(state[key])
         keys.append(key)
@@ -200,6 +207,17 @@ def _gather_tensor(
             f"{' + '.join(keys)} {list(tensor.shape)}"
         )
     return tensor, keys
+
+
+def _missing_hint(op: Op) -> str:
+    """Why a key can be missing: the wrong checkpoint, or an op that never said how the
+    reference names its tensors (its default keeps our names)."""
+    if type(op).reference_naming is Op.reference_naming:
+        return (
+            f"{type(op).__name__} declares no reference_naming(), so its tensors are looked "
+            "up under our names; define it to rename them"
+        )
+    return "a fused or otherwise different checkpoint?"
 
 
 def _check_all_used(

@@ -8,72 +8,28 @@
   and the naming rule of its kind of op.
 
 The naming rules are per op kind (how the reference names a conv, a RepConv, a head), never
-per model.
+per model, and each op declares its own (``Op.reference_naming``): only the ops the
+checkpoint's config lowers to are asked, so an op a user defines converts without an edit here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
-from scaling_lab.ops import Conv, Detect, RepConv
+from scaling_lab.ops import REFERENCE_ANCHORS, REFERENCE_OWN, Op, ReferenceNaming
 from scaling_lab.spec.activations import ACTIVATIONS
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.layer_list import import_layer_list
 from scaling_lab.weights.errors import AlignmentError, ReferenceCheckpointError
 
-OURS = "<ours>"  # a tensor the reference does not store: our module's own value (head strides)
-ANCHORS = "<anchors>"  # the head's anchors, from the reference's pixel anchors (anchor_grid)
-
-
-@dataclass(frozen=True)
-class NamingRule:
-    """How the reference names the tensors of one kind of our ops.
-
-    ``marker``: a reference key (relative to the unit) that only this kind of unit has;
-    ``renames``: our key prefix -> the reference's; ``special``: our key -> OURS / ANCHORS;
-    ``ignored``: reference keys this unit holds that we derive otherwise.
-    """
-
-    kind: str
-    marker: str
-    renames: tuple[tuple[str, str], ...] = ()
-    special: Mapping[str, str] = field(default_factory=dict)
-    ignored: tuple[str, ...] = ()
-    whole_layer: bool = False  # the unit is the reference layer itself
-
-    def reference_key(self, ours: str) -> str:
-        if ours in self.special:
-            return self.special[ours]
-        for mine, theirs in self.renames:
-            if ours.startswith(mine):
-                return theirs + ours[len(mine) :]
-        return ours
-
-
-RULES: dict[type, NamingRule] = {
-    Conv: NamingRule("conv", "conv.weight"),  # models.common.Conv: conv, bn, act
-    RepConv: NamingRule(  # models.common.RepConv: rbr_identity, rbr_dense, rbr_1x1, act
-        "repconv",
-        "rbr_dense.0.weight",
-        renames=(("dense.", "rbr_dense."), ("point.", "rbr_1x1."), ("identity.", "rbr_identity.")),
-    ),
-    Detect: NamingRule(  # models.yolo.(I)(Aux)Detect: anchors, anchor_grid, m, m2, ia, im
-        "detect",
-        "anchor_grid",
-        renames=(("aux.", "m2."),),
-        special={"anchors": ANCHORS, "stride": OURS},
-        ignored=("anchors", "anchor_grid"),
-        whole_layer=True,
-    ),
-}
-
-FUSED_MARKERS = ("rbr_reparam.weight",)  # a RepConv the reference has already fused
+OURS = REFERENCE_OWN  # a tensor the reference does not store: our module's own value
+ANCHORS = REFERENCE_ANCHORS  # the head's anchors, from the reference's pixel anchor_grid
 
 
 def _flow(value: Any, what: str, source: str) -> str:
@@ -155,31 +111,58 @@ class Unit:
 
     layer: Layer
     prefix: str  # "model.12." or "model.51.cv3."
-    rule: NamingRule
+    rule: ReferenceNaming
 
 
 _LAYER_KEY = re.compile(r"model\.(\d+)\.(.+)")
 
 
-def _discover(keys: list[str], index: int) -> list[tuple[str, str]]:
-    """(unit prefix inside the layer, kind) for the units of one reference layer, in order."""
-    if "anchor_grid" in keys:
-        return [("", "detect")]
-    found: list[tuple[str, str]] = []
+def _discover(
+    keys: list[str], index: int, known: list[ReferenceNaming]
+) -> list[tuple[str, ReferenceNaming]]:
+    """(unit prefix inside the layer, naming) for the units of one reference layer, in order,
+    found by the markers of the ``known`` namings (those of the config's ops)."""
+    for naming in known:
+        if naming.whole_layer and naming.marker in keys:
+            return [("", naming)]
+    found: list[tuple[str, ReferenceNaming]] = []
     for key in keys:
-        for marker in FUSED_MARKERS:
-            if key.endswith(marker):
-                raise AlignmentError(
-                    f"reference layer {index} holds a fused RepConv ('{key}'): convert the "
-                    "training checkpoint (before re-parameterization)"
-                )
-        for rule in RULES.values():
-            if rule.whole_layer or not key.endswith(rule.marker):
+        for naming in known:
+            for marker in naming.fused_markers:
+                if key.endswith(marker):
+                    raise AlignmentError(
+                        f"reference layer {index} holds a fused {naming.kind} ('{key}'): "
+                        "convert the training checkpoint (before re-parameterization)"
+                    )
+        for naming in known:
+            if naming.whole_layer or naming.marker is None or not key.endswith(naming.marker):
                 continue
-            prefix = key[: -len(rule.marker)]
+            prefix = key[: -len(naming.marker)]
             if prefix == "" or prefix.endswith("."):
-                found.append((prefix, rule.kind))
+                found.append((prefix, naming))
     return found
+
+
+def _markerless_unit(mine: list[Layer], keys: list[str]) -> list[tuple[str, ReferenceNaming]]:
+    """A layer whose one op with weights has a whole-layer naming without a marker: that op's
+    unit is the layer, when the checkpoint holds anything there."""
+    if len(mine) != 1 or not keys:
+        return []
+    naming = mine[0].op.reference_naming()
+    return [("", naming)] if naming.whole_layer and naming.marker is None else []
+
+
+def _hint(mine: list[Layer]) -> str:
+    """What to implement where an op's default naming cannot place its tensors."""
+    loose = sorted(
+        {type(layer.op).__name__ for layer in mine if layer.op.reference_naming().marker is None}
+    )
+    if not loose:
+        return ""
+    return (
+        f"; {', '.join(loose)} found no unit of its own: an op that shares its reference layer "
+        "needs a reference_naming() with a marker"
+    )
 
 
 def reference_units(
@@ -195,34 +178,34 @@ def reference_units(
                 f"'{key}' is not a tensor of a reference layer (expected 'model.<index>.…')"
             )
         by_layer.setdefault(int(match.group(1)), []).append(match.group(2))
+    known: dict[type[Op], ReferenceNaming] = {}
     ours_by_index: dict[int, list[Layer]] = {}
     for layer in graph.layers:
+        known.setdefault(type(layer.op), layer.op.reference_naming())
         counted = layer.op.count(graph.layers.input_shapes(layer), layer.shape)
-        if counted.params == 0 and not isinstance(layer.op, Detect):
+        if counted.params == 0:
             continue
-        rule = RULES.get(type(layer.op))
-        if rule is None:
-            raise AlignmentError(
-                f"no reference naming is known for {layer.op.kind} layers "
-                f"({graph.describe(layer.name)})"
-            )
         ours_by_index.setdefault(graph.index_of(layer.name), []).append(layer)
+    namings = list(known.values())
     units: dict[str, Unit] = {}
     for index in sorted(set(ours_by_index) | set(by_layer)):
         mine = ours_by_index.get(index, [])
-        found = _discover(by_layer.get(index, []), index)
+        keys = by_layer.get(index, [])
+        found = _discover(keys, index, namings) or _markerless_unit(mine, keys)
         module = graph.modules[index] if index < len(graph.modules) else "?"
-        kinds_mine = [RULES[type(layer.op)].kind for layer in mine]
-        kinds_found = [kind for _, kind in found]
+        kinds_mine = [layer.op.reference_naming().kind for layer in mine]
+        kinds_found = [naming.kind for _, naming in found]
         if kinds_mine != kinds_found:
-            raise AlignmentError(
-                f"reference layer {index} ({module}) holds "
-                f"{', '.join(kinds_found) or 'no weights'} in the checkpoint, but its config "
-                f"builds {', '.join(kinds_mine) or 'no weights'} (a config that does not fit "
-                "the weights?)"
+            holds = ", ".join(kinds_found) or (
+                f"tensors no op of its config names ('{keys[0]}'...)" if keys else "no weights"
             )
-        for layer, (prefix, _) in zip(mine, found):
-            units[layer.name] = Unit(layer, f"model.{index}.{prefix}", RULES[type(layer.op)])
+            raise AlignmentError(
+                f"reference layer {index} ({module}) holds {holds} in the checkpoint, but its "
+                f"config builds {', '.join(kinds_mine) or 'no weights'} (a config that does not "
+                f"fit the weights?){_hint(mine)}"
+            )
+        for layer, (prefix, naming) in zip(mine, found):
+            units[layer.name] = Unit(layer, f"model.{index}.{prefix}", naming)
     return units, by_layer
 
 
@@ -243,10 +226,10 @@ def check_modules(
                 f"'{prefix}' normalizes with eps {eps:g}; our models use {BN_EPS:g}"
             )
     for unit in units.values():
-        op = unit.layer.op
-        if not modules or not isinstance(op, (Conv, RepConv)):
+        op, act = unit.layer.op, unit.rule.activation
+        if not modules or act is None:
             continue
-        found = modules.get(unit.prefix + "act")
+        found = modules.get(unit.prefix + act)
         if found is None:
             continue
         cls, attrs = found
@@ -254,7 +237,8 @@ def check_modules(
         slope = attrs.get("negative_slope")
         if name == "leaky_relu" and slope != ACTIVATIONS["leaky_relu"][1]["negative_slope"]:
             name = f"leaky_relu({slope})"
-        if name != op.act:
+        expected = getattr(op, "act", None)
+        if name != expected:
             raise AlignmentError(
-                f"'{unit.prefix}act' is {cls} in the checkpoint, but its config gives {op.act}"
+                f"'{unit.prefix}{act}' is {cls} in the checkpoint, but its config gives {expected}"
             )
