@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
+from dataclasses import replace
 
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.ops.base import Op
@@ -82,16 +83,15 @@ def _place(layer: Layer, placement: str, joins: bool, pattern: str) -> Op:
     assert isinstance(op, (Conv, RepConv))
     if placement == "conv":
         return Conv(op.c_in, op.c_out, op.k, op.s, op.k // 2, op.groups, op.act)
-    identity = op.c_in == op.c_out and op.s == 1
-    if placement == "repconv" and not identity:
+    rep = RepConv(op.c_in, op.c_out, op.k, op.s, op.groups, op.act)
+    if placement == "repconv" and not rep.can_identity:
         raise SpecError(
             f"position '{pattern}': '{layer.name}' cannot have an identity branch "
             f"({op.c_in} -> {op.c_out} channels, stride {op.s}); use repconvn",
             field="repconv",
         )
-    if placement == "repconvn" or (placement == "planned" and joins):
-        identity = False
-    return RepConv(op.c_in, op.c_out, op.k, op.s, op.groups, op.act, identity)
+    without = placement == "repconvn" or (placement == "planned" and joins)
+    return replace(rep, identity=rep.can_identity and not without)
 
 
 def plan_repconv(graph: LayerGraph, policy: Policy | None) -> LayerGraph:
