@@ -1,18 +1,30 @@
-"""A block registered from user code brings its own op: shapes, counts, fusing and the torch
-build all come from the op's class, with nothing in the package listing op types."""
+"""A block registered from user code brings its own op: shapes, counts, fusing, the torch
+build, the latency key and cost rule, and weight conversion from a reference checkpoint all
+come from the op's class, with nothing in the package listing op types."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import scaling_lab as sl
+from scaling_lab.analyze.op_config import RunSettings, distinct_configs
+from scaling_lab.cli import main
 from scaling_lab.graph.registry import unregister_block
+from scaling_lab.ops import ReferenceNaming
+from scaling_lab.spec.layer_list import MODULES
+from scaling_lab.spec.layer_modules import ModuleRule
+from scaling_lab.train.checkpoint import load_checkpoint
+from scaling_lab.weights import AlignmentError, convert_weights
+from tests.helpers.weight_standins import Conv as RefConv
+from tests.helpers.weight_standins import IDetect as RefIDetect
 
 SPEC = """
 name: scaled-tiny
@@ -54,6 +66,9 @@ class ChannelScale(sl.Op):
 
     def build(self) -> Any:
         return _ScaleModule(self.c)
+
+    def fit_macs(self, inputs: Sequence[sl.Shape], out: sl.Shape) -> int:
+        return out.elements  # one multiply per element: what its latency scales with
 
 
 @dataclass(frozen=True)
@@ -128,3 +143,159 @@ def test_an_op_without_a_torch_form_says_which():
 
     with pytest.raises(NotImplementedError, match="NoBuild declares no torch form"):
         NoBuild().build()
+
+
+def test_user_op_has_a_latency_key_and_its_own_cost_rule(scaled_conv_block):
+    layers = sl.get_layer_graph(_graph())
+    configs = distinct_configs(layers, RunSettings(batch=2))
+    (key,) = [k for k in configs if k.startswith("ChannelScale")]
+    assert key == "ChannelScale(c=16) in=16x16x16 out=16x16x16 fp32 b2 nchw"
+    config = configs[key]
+    assert config.group == "channelscale"
+    features = config.features()
+    assert features["macs"] == 2 * 16 * 16 * 16  # ChannelScale.fit_macs, not the zero MACs
+    assert features["params"] == 16
+
+
+# --------------------------------------------------------------------- weight conversion
+# The reference model the user's op came from: a layer-list config naming the user's own
+# module, and that module's tensors as the reference stores them (``model.2.gain``).
+
+REFERENCE_CONFIG = {
+    "nc": 2,
+    "depth_multiple": 1.0,
+    "width_multiple": 1.0,
+    "anchors": [[10, 13, 16, 30, 33, 23]],
+    "backbone": [
+        [-1, 1, "Conv", [8, 3, 2]],  # 0
+        [-1, 1, "Conv", [16, 3, 2]],  # 1
+        [-1, 1, "ChannelScale", []],  # 2: the user's module
+    ],
+    "head": [[[2], 1, "IDetect", ["nc", "anchors"]]],  # 3
+}
+
+
+class _RefChannelScale(nn.Module):
+    """The user's module in the reference code base, its tensor under ``param``."""
+
+    def __init__(self, channels: int, param: str) -> None:
+        super().__init__()
+        self.register_parameter(param, nn.Parameter(torch.ones(1, channels, 1, 1)))
+
+
+def _reference_state(param: str = "gain") -> dict[str, torch.Tensor]:
+    model = nn.Sequential(
+        RefConv(3, 8, 3, 2),
+        RefConv(8, 16, 3, 2),
+        _RefChannelScale(16, param),
+        RefIDetect(2, REFERENCE_CONFIG["anchors"], [16]),
+    )
+    gen = torch.Generator().manual_seed(7)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and "anchor" not in key:
+            tensor = torch.rand(tensor.shape, generator=gen) + 0.5
+        state[f"model.{key}"] = tensor
+    return state
+
+
+@dataclass(frozen=True)
+class ChannelScaleCfg:
+    """The user's op alone (what their layer-list module imports as)."""
+
+    c: int = field(metadata={"scale": "width"})
+
+
+def _convert_channel_scale(model, layer, args):
+    """Their layer-list module -> a ``channel_scale`` node (the user's importer rule)."""
+    (x,) = layer.sources
+    c, stride = model.width_of(x), model.stride_of(x)
+    return model.emit(layer, "gain", stride, "channel_scale", [model.name_of(x)], c=c), c, stride
+
+
+@contextlib.contextmanager
+def user_blocks(op: type[ChannelScale]) -> Iterator[None]:
+    """Our ``scaled_conv`` and the ``channel_scale`` their config imports as, emitting ``op``,
+    and the layer-list importer knowing the user's module (all undone afterwards)."""
+
+    @sl.register_block("scaled_conv", ScaledConvCfg, role="computational")
+    def lower_scaled_conv(cfg, inputs, lb):
+        (x,) = inputs
+        return lb.emit(op(cfg.c), [lb.conv(x, cfg.c, k=3, s=cfg.s)])
+
+    @sl.register_block("channel_scale", ChannelScaleCfg)
+    def lower_channel_scale(cfg, inputs, lb):
+        return lb.emit(op(cfg.c), inputs)
+
+    MODULES["ChannelScale"] = ModuleRule((), 0, _convert_channel_scale)
+    try:
+        yield
+    finally:
+        del MODULES["ChannelScale"]
+        unregister_block("channel_scale")
+        unregister_block("scaled_conv")
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A bare reference checkpoint's config file and our spec file."""
+    config = tmp_path / "scaled.yaml"
+    config.write_text(yaml.safe_dump(REFERENCE_CONFIG))
+    spec = tmp_path / "scaled-tiny.yaml"
+    spec.write_text(SPEC)
+    return tmp_path, config, spec
+
+
+def test_user_op_converts_from_a_reference_checkpoint(files):
+    folder, config, spec = files
+    ref = _reference_state()
+    ckpt = folder / "last.pt"
+    torch.save({"model": ref}, ckpt)
+    with user_blocks(ChannelScale):
+        converted = convert_weights(ckpt, spec, config=config)
+        assert converted.sources["body.gain1.gain"] == ["model.2.gain"]
+        assert torch.equal(converted.state["body.gain1.gain"], ref["model.2.gain"])
+        assert torch.equal(converted.state["body.cv1.conv.weight"], ref["model.1.conv.weight"])
+        assert torch.equal(converted.state["head.m.0.weight"], ref["model.3.m.0.weight"])
+
+        # built, counted and fused with the converted weights
+        model = converted.create_model().eval()
+        layers = sl.get_layer_graph(_graph())
+        assert sum(p.numel() for p in model.parameters()) == sl.count_graph(layers).params
+        fused = sl.reparameterize(model)
+        x = torch.rand(1, 3, 64, 64)
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+        # and through ``lab convert-weights``
+        out = folder / "ours.pt"
+        argv = ["convert-weights", str(ckpt), "--model", str(spec), "--config", str(config)]
+        assert main([*argv, "--out", str(out)]) == 0
+    assert torch.equal(load_checkpoint(out)["model"]["body.gain1.gain"], ref["model.2.gain"])
+
+
+@dataclass(frozen=True)
+class RenamedScale(ChannelScale):
+    """The same op, whose module in the reference calls its tensor ``scale``."""
+
+    def reference_naming(self) -> ReferenceNaming:
+        return ReferenceNaming(self.kind, renames=(("gain", "scale"),), whole_layer=True)
+
+
+def test_user_op_names_its_reference_tensors(files):
+    folder, config, spec = files
+    ref = _reference_state(param="scale")
+    ckpt = folder / "renamed.pt"
+    torch.save({"model": ref}, ckpt)
+    with (
+        user_blocks(ChannelScale),
+        pytest.raises(
+            AlignmentError,
+            match=r"no 'model\.2\.gain' for our 'body\.gain1\.gain' \(ChannelScale declares no "
+            r"reference_naming\(\)",
+        ),
+    ):
+        convert_weights(ckpt, spec, config=config)
+    with user_blocks(RenamedScale):
+        converted = convert_weights(ckpt, spec, config=config)
+    assert converted.sources["body.gain1.gain"] == ["model.2.scale"]
+    assert torch.equal(converted.state["body.gain1.gain"], ref["model.2.scale"])
