@@ -14,7 +14,7 @@ from scaling_lab.analyze.latency_predict import predict_latency
 from scaling_lab.analyze.latency_table import TableError
 from scaling_lab.analyze.op_config import RunSettings, layer_config
 from scaling_lab.models import get_layer_graph, model_ref
-from tests.analyze.latency_fakes import (
+from tests.helpers.latency_fakes import (
     MODEL_MS,
     PER_OP_MS,
     config_ms,
@@ -123,7 +123,7 @@ def test_prediction_needs_no_torch(tmp_path, graph):
         "from scaling_lab.models import get_layer_graph\n"
         "from scaling_lab.graph.block_graph import build_block_graph\n"
         "from scaling_lab.spec import parse_spec\n"
-        "from tests.conftest import TINY_SPEC\n"
+        "from tests.helpers.specs import TINY_SPEC\n"
         "g = get_layer_graph(build_block_graph(parse_spec(TINY_SPEC)), deploy=True)\n"
         f"p = predict_latency(g, load_table({path!r}))\n"
         "print(p.looked_up == len(g), 'torch' in sys.modules)\n"

@@ -23,7 +23,7 @@ from scaling_lab.analyze.op_config import (
 from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.models import get_layer_graph, model_ref
 from scaling_lab.ops import Concat, Conv, MaxPool, Shape
-from tests.analyze.latency_fakes import FakeTimer, hand_table, write_table
+from tests.helpers.latency_fakes import FakeTimer, hand_table, write_table
 
 RUN = RunSettings()
 

@@ -1,14 +1,1 @@
-"""Tests of the `lab` command line; ``run_lab`` runs it in a fresh process like a user does."""
-
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_lab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """``python lab.py ARGS`` in a new process: exit code, stdout and stderr as a user sees them."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "lab.py"), *args], capture_output=True, text=True, cwd=cwd
-    )
+"""Tests of the `lab` command line (``tests.helpers.cli.run_lab`` runs it like a user does)."""

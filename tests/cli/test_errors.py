@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from scaling_lab.cli import main
-from tests.cli import ROOT, run_lab
+from tests.helpers.cli import ROOT, run_lab
 
 TABLE3 = ROOT / "experiments" / "table3_scaling.yaml"
 

@@ -11,8 +11,8 @@ from scaling_lab.analyze.latency_predict import predict_latency
 from scaling_lab.analyze.latency_table import load_table
 from scaling_lab.cli import main
 from scaling_lab.models import get_layer_graph
-from tests.analyze.latency_fakes import FakeTimer, hand_table, protocol, write_table
-from tests.cli import ROOT, run_lab
+from tests.helpers.cli import ROOT, run_lab
+from tests.helpers.latency_fakes import FakeTimer, hand_table, protocol, write_table
 
 MINI = str(ROOT / "docs" / "examples" / "mini-elan.yaml")
 

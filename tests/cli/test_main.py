@@ -22,7 +22,7 @@ from scaling_lab.data.errors import DataError
 from scaling_lab.errors import UserError
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.train.checkpoint import CheckpointError
-from tests.cli import ROOT, run_lab
+from tests.helpers.cli import ROOT, run_lab
 
 # command -> (its module, the function it runs, a command line that parses)
 COMMANDS = {

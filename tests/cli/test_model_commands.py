@@ -6,7 +6,7 @@ import pytest
 
 from scaling_lab import list_models
 from scaling_lab.cli import main
-from tests.cli import ROOT, run_lab
+from tests.helpers.cli import ROOT, run_lab
 
 
 def test_profile_json_has_context_and_counts(capsys):

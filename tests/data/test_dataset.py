@@ -11,7 +11,7 @@ import torch
 from scaling_lab.data import build_dataloader, resolve_data
 from scaling_lab.data.dataset import EpochBatchSampler
 from scaling_lab.data.errors import DataError
-from tests.data.helpers import write_coco_both
+from tests.helpers.data_files import write_coco_both
 
 FAST_HYP = {
     "mosaic": 1.0,

@@ -15,9 +15,8 @@ from scaling_lab.data.errors import DataError
 from scaling_lab.data.hyp import default_hyp, read_hyp_file
 from scaling_lab.train.loss import YoloV7Loss
 from scaling_lab.train.optim import Schedule, build_optimizer
-from tests.conftest import TINY_SPEC, graph_from
-from tests.data.test_recipe_pieces import _masked_records
-from tests.data.test_transforms import InMemory
+from tests.helpers.specs import TINY_SPEC, graph_from
+from tests.helpers.squares_dataset import InMemory, masked_square_records
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "fixtures" / "reference_hyp.json").read_text())
 SIZES = ("tiny", "p5", "p6")
@@ -56,7 +55,7 @@ def _reads_of_training(hyp: dict) -> set[str]:
     """The hyp keys read by: 40 augmented samples (masked objects, so paste-in and copy-paste
     run), one loss evaluation, the optimizer's construction and every step of a schedule."""
     reads: set[str] = set()
-    dataset = InMemory(_masked_records(), 64, augment=True, hyp=hyp)
+    dataset = InMemory(masked_square_records(), 64, augment=True, hyp=hyp)
     dataset.hyp = ReadLog({**hyp, "copy_paste": 0.5, "paste_in": 0.5}, reads)
     for seed in range(40):
         dataset[(seed % len(dataset), seed)]

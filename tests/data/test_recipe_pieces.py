@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from scaling_lab.data import augment as tf
 from scaling_lab.data import paste
-from scaling_lab.data import transforms as tf
 from scaling_lab.data.dataset import DetectionDataset, EpochBatchSampler
-from scaling_lab.data.sources import ImageRecord
 from scaling_lab.train.recipe import shuffles_training_order
-from tests.data.helpers import COLOURS, SQUARES, draw_image
-from tests.data.test_transforms import HYP, InMemory, _check_sample, _records
+from tests.helpers.data_files import COLOURS, draw_image
+from tests.helpers.squares_dataset import (
+    HYP,
+    InMemory,
+    check_sample,
+    masked_square_records,
+    square_records,
+)
 
 # ----------------------------------------------------------------------------- 9-image mosaic
 
@@ -54,19 +59,24 @@ def test_mosaic9_lays_tiles_as_the_reference_and_boxes_follow_them():
     for (h, w), (x0, y0), box in zip(sizes, offsets, out):
         want = np.clip([x0, y0, x0 + w, y0 + h], 0, 2 * s)
         np.testing.assert_allclose(box, want)
-    x0, y0 = offsets[8]  # drawn last: nothing covers it
-    h, w = sizes[8]
-    visible = canvas[max(y0, 0) : max(y0 + h, 0), max(x0, 0) : max(x0 + w, 0)]
-    assert visible.size == 0 or (visible == 10 + 20 * 8).all()
+    # the tile drawn last: nothing covers it. Its window on the canvas comes from the
+    # reference's table (not from the returned offsets), and must not be empty: a tile pushed
+    # off the canvas would leave nothing to check
+    (x, y), (h, w) = expected[8], sizes[8]
+    left, top = max(x - xc, 0), max(y - yc, 0)
+    right, bottom = min(x - xc + w, 2 * s), min(y - yc + h, 2 * s)
+    assert right > left and bottom > top, "the last tile is off the canvas: nothing to check"
+    visible = canvas[top:bottom, left:right]
+    assert (visible == 10 + 20 * 8).all()
 
 
 @pytest.mark.parametrize("share", [1.0])
 def test_nine_image_mosaic_samples_keep_boxes_on_the_objects(share):
-    ds = InMemory(_records(), 160, augment=True, hyp={**HYP, "mosaic9": share})
+    ds = InMemory(square_records(), 160, augment=True, hyp={**HYP, "mosaic9": share})
     n_boxes = 0
     for seed in range(12):
         image, labels, _, _ = ds[(seed % len(ds), seed)]
-        n_boxes += _check_sample(image.permute(1, 2, 0).numpy(), labels.numpy(), 160)
+        n_boxes += check_sample(image.permute(1, 2, 0).numpy(), labels.numpy(), 160)
     assert n_boxes >= 12
 
 
@@ -95,7 +105,7 @@ def test_mosaic_shares_and_paste_in_rate_over_many_draws(monkeypatch):
 
     monkeypatch.setattr(DetectionDataset, "_paste_in", spy_paste)
     hyp = {**HYP, "mosaic": 0.7, "mosaic9": 0.2, "mixup": 0.0, "paste_in": 0.3, "degrees": 0.0}
-    ds = InMemory(_masked_records(), 64, augment=True, hyp=hyp)
+    ds = InMemory(masked_square_records(), 64, augment=True, hyp=hyp)
     n = 400
     for seed in range(n):
         ds[(seed % len(ds), seed)]
@@ -229,14 +239,6 @@ def test_copy_paste_refuses_a_mirror_over_an_object():
 # ----------------------------------------------------------------------------- masks in a dataset
 
 
-def _masked_records() -> list[ImageRecord]:
-    """SQUARES with each square's polygon as its segmentation."""
-    recs = _records()
-    for rec, (_, _, _, boxes, _) in zip(recs, SQUARES):
-        rec.segments = [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes]
-    return recs
-
-
 def _colour_mask(img: np.ndarray, cls: int) -> np.ndarray:
     return np.abs(img.astype(int) - COLOURS[cls]).max(-1) < 40
 
@@ -247,8 +249,8 @@ def test_paste_in_on_a_dataset_adds_objects_whose_boxes_follow_the_pixels():
     later pastes, each covering under 30% of it)."""
     size = 160
     hyp = {**HYP, "degrees": 0.0, "shear": 0.0, "paste_in": 1.0, "mosaic9": 0.0}
-    ds = InMemory(_masked_records(), size, augment=True, hyp=hyp)
-    plain = InMemory(_records(), size, augment=True, hyp=hyp)  # no masks: no paste-in
+    ds = InMemory(masked_square_records(), size, augment=True, hyp=hyp)
+    plain = InMemory(square_records(), size, augment=True, hyp=hyp)  # no masks: no paste-in
     more = 0
     for seed in range(8):
         image, labels, _, _ = ds[(seed % len(ds), seed)]

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 from scaling_lab.data import DataError, DataWarning, build_dataloader, resolve_data
 from scaling_lab.data import synth as synth_mod
 from scaling_lab.data.sources import parse_coco
-from tests.data.helpers import SQUARES, write_coco, write_yolo
+from tests.helpers.data_files import SQUARES, write_coco, write_yolo
 
 
 def _ann(aid, image_id, category_id, bbox):

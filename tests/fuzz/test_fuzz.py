@@ -25,14 +25,14 @@ pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import TINY_SPEC
-from tests.fuzz.helpers import (
+from tests.helpers.fuzz import (
     AcceptedError,
     assert_one_line,
     lab,
     mutated,
     nasty_value,
 )
+from tests.helpers.specs import TINY_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_LIST = (ROOT / "tests" / "fixtures" / "layer_list" / "v5_style.yaml").read_text()
@@ -387,7 +387,7 @@ def checkpoint() -> dict:
     from scaling_lab.train.checkpoint import FORMAT, capture_rng
     from scaling_lab.train.config import TrainConfig
     from scaling_lab.train.optim import build_optimizer
-    from tests.conftest import graph_from
+    from tests.helpers.specs import graph_from
 
     graph = graph_from(TINY_SPEC.replace("nc: 3", "nc: 2"), require_head=True)
     model = create_model(graph)

@@ -15,8 +15,8 @@ import pytest
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.errors import UserError
 from scaling_lab.spec import SpecError
-from tests.conftest import TINY_SPEC, graph_from
-from tests.fuzz.helpers import assert_one_line, lab
+from tests.helpers.fuzz import assert_one_line, lab
+from tests.helpers.specs import TINY_SPEC, graph_from
 
 ROOT = Path(__file__).resolve().parents[2]
 

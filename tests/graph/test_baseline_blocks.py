@@ -9,7 +9,7 @@ from scaling_lab.analyze.counters import count_thop
 from scaling_lab.analyze.fuse_check import fuse_check
 from scaling_lab.graph.lower import max_stride
 from scaling_lab.spec import SpecError
-from tests.conftest import REPRESENTATIVES, graph_from
+from tests.helpers.specs import REPRESENTATIVES, graph_from
 
 
 def conv(c_in, c_out, k=1, groups=1):  # conv + BatchNorm (weight, bias)

@@ -7,7 +7,7 @@ from scaling_lab import create_model, dump_spec
 from scaling_lab.graph.block_graph import build_block_graph
 from scaling_lab.models import get_block_graph
 from scaling_lab.spec import SpecError, parse_spec
-from tests.conftest import graph_from, small_size, zoo_cases
+from tests.helpers.specs import graph_from, small_size, zoo_cases
 
 
 def _nodes(body: str) -> str:

@@ -5,7 +5,7 @@ import torch
 
 from scaling_lab import create_model, get_layer_graph, lower, ops
 from scaling_lab.spec import SpecError
-from tests.conftest import graph_from
+from tests.helpers.specs import graph_from
 
 HEAD = "img_size: 64\nnodes:\n"
 

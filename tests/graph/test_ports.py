@@ -22,7 +22,7 @@ from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.transforms.deploy import drop_aux_heads
 from scaling_lab.transforms.scale import scale
 from scaling_lab.zoo import list_models
-from tests.conftest import graph_from, spec_text
+from tests.helpers.specs import graph_from, spec_text
 
 PORT_SPEC = """\
 img_size: 32

@@ -9,7 +9,7 @@ import torch
 from scaling_lab import count_graph, create_model, get_layer_graph, register_block
 from scaling_lab.graph.registry import BlockType, FieldError, make_cfg, unregister_block
 from scaling_lab.spec import SpecError
-from tests.conftest import graph_from
+from tests.helpers.specs import graph_from
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ They keep the real interfaces (``scaling_lab.train.backends``) and the propertie
 resume hard: the loader shuffles with its own seeded generator, and every sample's
 "augmentation" draws from the python, numpy and torch global RNGs.
 
-Run as a script (``python -m tests.train.fakes OUT [--resume]``) it trains the tiny test model
-on fake data; the slow tests kill it with SIGKILL and resume it.
+Run as a script (``python -m tests.helpers.train_fakes OUT [--resume]``) it trains the tiny
+test model on fake data; the slow tests kill it with SIGKILL and resume it.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class KilledError(Exception):
     """Stands in for a kill: raised from a step callback, nothing is saved afterwards."""
 
 
-def _kill_after(step: int):
+def kill_after(step: int):
     def callback(trainer, row):
         if row["step"] == step:
             raise KilledError(f"killed after step {step}")
@@ -230,7 +230,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     backends = fake_backends(n_train=args.n_train)
-    callbacks = [] if args.kill_after is None else [_kill_after(args.kill_after)]
+    callbacks = [] if args.kill_after is None else [kill_after(args.kill_after)]
     if args.resume:
         resume(args.out, backends=backends, callbacks=callbacks)
     else:

@@ -6,17 +6,7 @@ from scaling_lab import count_graph, dump_spec, get_layer_graph, ops, parse_spec
 from scaling_lab.graph.block_graph import build_block_graph
 from scaling_lab.layers.plan_repconv import feeds_join, parse_policy, repconv_summary
 from scaling_lab.spec import SpecError
-from tests.conftest import graph_from
-
-# a 3-stacked ELAN (Fig. 6) next to a CSPDarknet stage and its reversed form (Fig. 7)
-SPEC = """\
-img_size: 64
-nodes:
-  stem: {type: conv, c: 32, k: 3, s: 2}
-  elan: {type: elan, c_hidden: 16, depth: 3, tap_every: 1, c_out: 32}
-  csp: {type: csp, c_out: 32, depth: 2}
-  rcsp: {type: csp, c_out: 32, depth: 2, reversed: true}
-"""
+from tests.helpers.specs import ELAN_CSP_SPEC, graph_from
 
 
 def _repconvs(layers):
@@ -28,7 +18,7 @@ def _block(layers, node):
 
 
 def test_planned_never_puts_identity_before_an_add_or_concat():
-    layers = get_layer_graph(graph_from(SPEC), repconv="planned")
+    layers = get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv="planned")
     consumers = layers.consumers()
     reps = _repconvs(layers)
     assert reps
@@ -40,7 +30,7 @@ def test_planned_never_puts_identity_before_an_add_or_concat():
 
 
 def test_all_puts_identity_before_joins():
-    layers = get_layer_graph(graph_from(SPEC), repconv="all")
+    layers = get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv="all")
     consumers = layers.consumers()
     naive = [
         layer for layer in _repconvs(layers) if feeds_join(layer, consumers) and layer.op.identity
@@ -49,7 +39,7 @@ def test_all_puts_identity_before_joins():
 
 
 def test_dark_block_vs_reversed_dark_block_under_planned():
-    layers = get_layer_graph(graph_from(SPEC), repconv="planned")
+    layers = get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv="planned")
     # dark block: 1x1 -> 3x3 -> add: the 3x3 feeds the residual add, so RepConvN
     assert [layer.op.identity for layer in _block(layers, "csp")] == [False, False]
     # reversed dark block: 3x3 -> 1x1 -> add: the 3x3 feeds a conv, so a full RepConv
@@ -57,7 +47,7 @@ def test_dark_block_vs_reversed_dark_block_under_planned():
 
 
 def test_elan_chain_in_backbone_pattern():
-    text = SPEC.replace("depth: 3, tap_every: 1", "depth: 4, tap_every: 2")
+    text = ELAN_CSP_SPEC.replace("depth: 3, tap_every: 1", "depth: 4, tap_every: 2")
     layers = get_layer_graph(graph_from(text), repconv="planned")
     elan = {layer.name: layer.op.identity for layer in _block(layers, "elan")}
     # chain outputs 2 and 4 are concatenated; 1 and 3 only feed the next conv
@@ -88,13 +78,13 @@ def test_none_removes_repconvs_and_counts_follow():
 
 def test_explicit_positions_fig6_style():
     policy = {"elan.cv3": "repconv", "elan.cv5": "repconvn"}
-    layers = get_layer_graph(graph_from(SPEC), repconv=policy)
+    layers = get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv=policy)
     assert {layer.name: layer.op.identity for layer in _repconvs(layers)} == {
         "elan.cv3": True,
         "elan.cv5": False,
     }
     # later entries override earlier ones; globs select several convs
-    layers = get_layer_graph(graph_from(SPEC), repconv={"*": "planned", "elan.*": "conv"})
+    layers = get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv={"*": "planned", "elan.*": "conv"})
     assert not _block(layers, "elan") and _block(layers, "csp")
 
 
@@ -119,12 +109,12 @@ def test_cli_policy_syntax():
 )
 def test_bad_positions_are_clear_errors(policy, message):
     with pytest.raises(SpecError) as err:
-        get_layer_graph(graph_from(SPEC), repconv=policy)
+        get_layer_graph(graph_from(ELAN_CSP_SPEC), repconv=policy)
     assert message in str(err.value) and "field 'repconv'" in str(err.value)
 
 
 def test_spec_key_and_dump_keep_the_plan():
-    graph = graph_from("repconv: {'elan.cv3': repconv}\n" + SPEC)
+    graph = graph_from("repconv: {'elan.cv3': repconv}\n" + ELAN_CSP_SPEC)
     again = build_block_graph(parse_spec(dump_spec(graph)), require_head=False)
     assert again.repconv == {"elan.cv3": "repconv"}
     assert [layer.name for layer in _repconvs(get_layer_graph(again))] == ["elan.cv3"]

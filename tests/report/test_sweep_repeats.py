@@ -7,8 +7,11 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.container import ErrorbarContainer
 from scipy import stats
 
+from scaling_lab.report import sweep_plots
 from scaling_lab.report.sweep_plots import write_plots
 from scaling_lab.report.sweep_table import ReportContext, numeric_table
 from scaling_lab.report.sweep_table_render import paper_table, render
@@ -89,8 +92,51 @@ def test_one_seed_says_there_is_no_noise_estimate_and_keeps_the_old_csv():
     assert "One seed: no noise estimate" in md and "|  +3.0 |" in md  # no CI to state
 
 
-def test_ap_plots_draw_error_bars_of_the_repeats(tmp_path):
-    paths = write_plots(_results(APS), CTX, tmp_path)
-    svg = (tmp_path / "ap_vs_params.svg").read_text()
-    assert tmp_path / "ap_vs_params.png" in paths
-    assert "mean ± 1 std over seeds" in svg or "mean \u00b1 1 std" in svg
+def _drawn_axes(results: pd.DataFrame, out_dir, monkeypatch) -> dict[str, Axes]:
+    """Write the plots, keeping each figure's axes by file name (the files alone would only
+    let us read the bars back out of SVG paths)."""
+    axes: dict[str, Axes] = {}
+    real_save = sweep_plots._save
+
+    def keep(fig, where, name):
+        axes[name] = fig.axes[0]
+        return real_save(fig, where, name)
+
+    monkeypatch.setattr(sweep_plots, "_save", keep)
+    write_plots(results, CTX, out_dir)
+    return axes
+
+
+def _error_bars(ax: Axes) -> list[tuple[float, float, float]]:
+    """(x, centre, half-width) of every vertical error bar drawn on ``ax``."""
+    bars = []
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            _, _, (vertical,) = container.lines
+            for (x_low, y_low), (x_high, y_high) in vertical.get_segments():
+                assert x_low == x_high  # vertical
+                bars.append((x_low, (y_low + y_high) / 2, (y_high - y_low) / 2))
+    return sorted(bars)
+
+
+def test_ap_plots_draw_error_bars_of_one_std_over_the_repeats(tmp_path, monkeypatch):
+    """One bar per repeated row, centred on the mean AP (%), half as wide as the sample std
+    over its seeds; one seed per row draws no bar (there is no spread to show)."""
+    axes = _drawn_axes(_results(APS), tmp_path, monkeypatch)
+    assert {"ap_vs_params", "ap_vs_flops"} <= set(axes)
+    assert (tmp_path / "ap_vs_params.png").is_file() and (tmp_path / "ap_vs_params.svg").is_file()
+    # computed here from APS: each row's params are 1e6 * (its order + 1), plotted in M
+    want = sorted(
+        (order + 1.0, 100 * np.mean(values), 100 * np.std(values, ddof=1))
+        for order, values in enumerate(APS.values())
+    )
+    bars = _error_bars(axes["ap_vs_params"])
+    assert len(bars) == len(APS)
+    assert bars == [pytest.approx(bar) for bar in want]
+    # the same bars against FLOPs (both rows count the same MACs: one x)
+    flops = _error_bars(axes["ap_vs_flops"])
+    assert len(flops) == len(APS) and len({x for x, _, _ in flops}) == 1
+    assert [bar[1:] for bar in flops] == [pytest.approx(bar[1:]) for bar in want]
+    single = _drawn_axes(_results({"base": [0.30], "new": [0.33]}), tmp_path / "one", monkeypatch)
+    assert _error_bars(single["ap_vs_params"]) == []
+    assert len(single["ap_vs_params"].collections) > 0  # the points themselves are drawn

@@ -17,7 +17,7 @@ from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.trial import Trial, TrialContext
 from scaling_lab.sweep.trial_keys import params_key
-from tests.analyze.latency_fakes import hand_table, write_table
+from tests.helpers.latency_fakes import hand_table, write_table
 
 FITS = {"*": {"coef": [2e-8, 1e-8, 0.01], "n": 40, "cv_mape": 10.0}}
 

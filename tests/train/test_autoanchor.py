@@ -23,8 +23,8 @@ from scaling_lab.train.autoanchor import (
 from scaling_lab.train.checkpoint import load_checkpoint
 from scaling_lab.train.evaluation import model_from_spec
 from scaling_lab.train.trainer import train
-from tests.conftest import TINY_SPEC
-from tests.train import fakes
+from tests.helpers import train_fakes
+from tests.helpers.specs import TINY_SPEC
 
 P5_ANCHORS = np.array(
     [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]], float
@@ -123,7 +123,7 @@ def test_too_few_labels_keep_the_anchors():
     assert not fit.refit and np.array_equal(fit.anchors, P5_ANCHORS)
 
 
-class _InfoWithRecords(fakes.FakeInfo):
+class _InfoWithRecords(train_fakes.FakeInfo):
     def records(self, split: str) -> list[ImageRecord]:
         sizes = np.random.default_rng(6).uniform(1.5, 4.0, size=(64, 2))  # px at 32 px input
         return _records(sizes, image=(32, 32))
@@ -133,8 +133,10 @@ class _InfoWithRecords(fakes.FakeInfo):
 def test_a_run_trains_and_stores_the_fitted_anchors(tmp_path, autoanchor):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
-    backends = dataclasses.replace(fakes.fake_backends(), resolve_data=lambda d: _InfoWithRecords())
-    cfg = fakes.fake_config(
+    backends = dataclasses.replace(
+        train_fakes.fake_backends(), resolve_data=lambda d: _InfoWithRecords()
+    )
+    cfg = train_fakes.fake_config(
         spec, tmp_path / "run", img_size=32, epochs=1, autoanchor=autoanchor, hyp={"anchor_t": 4.0}
     )
     train(cfg, backends=backends)

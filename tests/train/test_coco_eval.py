@@ -14,7 +14,7 @@ from scaling_lab.data import build_dataloader, resolve_data
 from scaling_lab.nn import postprocess
 from scaling_lab.nn.postprocess import nms_top, non_max_suppression
 from scaling_lab.train.coco_eval import AP_KEYS, coco_metrics, evaluate, scale_to_original
-from tests.data.helpers import write_coco
+from tests.helpers.data_files import write_coco
 
 
 def _pred(rows, nc=2):

@@ -18,8 +18,8 @@ import torch
 from scaling_lab.train.checkpoint import load_checkpoint
 from scaling_lab.train.run_log import read_csv
 from scaling_lab.train.trainer import train
-from tests.conftest import TINY_SPEC
-from tests.train import fakes
+from tests.helpers import train_fakes
+from tests.helpers.specs import TINY_SPEC
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def _train(spec_path, out, seed: int, workers: int = 0):
     }
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*does not have a deterministic implementation")
-        train(fakes.fake_config(spec_path, out, **settings))
+        train(train_fakes.fake_config(spec_path, out, **settings))
     return load_checkpoint(out)
 
 
@@ -62,7 +62,7 @@ def test_a_seeded_training_repeats_bit_for_bit(spec_path, tmp_path, monkeypatch,
     torch.set_num_threads(1)
     first = _train(spec_path, tmp_path / "a", seed=7, workers=workers)
     second = _train(spec_path, tmp_path / "b", seed=7, workers=workers)
-    assert fakes.fake_config(spec_path, tmp_path).deterministic  # the setting under test
+    assert train_fakes.fake_config(spec_path, tmp_path).deterministic  # the setting under test
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the runs
     assert _same_state(first["model"], second["model"])
     assert _same_state(first["ema"]["module"], second["ema"]["module"])

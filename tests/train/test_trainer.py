@@ -25,8 +25,8 @@ from scaling_lab.train.checkpoint import load_checkpoint
 from scaling_lab.train.evaluation import model_from_checkpoint
 from scaling_lab.train.run_log import read_csv
 from scaling_lab.train.trainer import MAX_NONFINITE_AMP, Trainer, resume, train
-from tests.conftest import TINY_SPEC
-from tests.train import fakes
+from tests.helpers import train_fakes
+from tests.helpers.specs import TINY_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
 STEP_KEYS = ("step", "epoch", "batch", "box", "obj", "cls", "total", "lr_decay", "lr_bias")
@@ -50,7 +50,7 @@ def spec_path(tmp_path_factory) -> Path:
 
 
 def _config(spec_path, out, **kw):
-    return fakes.fake_config(spec_path, out, img_size=32, **kw)
+    return train_fakes.fake_config(spec_path, out, img_size=32, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def reference_run(spec_path, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ref") / "run"
     cfg = _config(spec_path, out, eval_fused=True, tensorboard=True)
-    train(cfg, backends=fakes.fake_backends())
+    train(cfg, backends=train_fakes.fake_backends())
     return out
 
 
@@ -80,13 +80,17 @@ def test_interrupted_run_resumes_exactly(
 ):
     out = tmp_path / "run"
     cfg = _config(spec_path, out, eval_fused=True, save_every=save_every)
-    with pytest.raises(fakes.KilledError):
-        train(cfg, backends=fakes.fake_backends(), callbacks=[fakes._kill_after(kill_after)])
+    with pytest.raises(train_fakes.KilledError):
+        train(
+            cfg,
+            backends=train_fakes.fake_backends(),
+            callbacks=[train_fakes.kill_after(kill_after)],
+        )
     ckpt = load_checkpoint(out)
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == resume_at
     assert len(_steps(out)) == kill_after + 1  # logged past the checkpoint before the "kill"
 
-    resume(out, backends=fakes.fake_backends())
+    resume(out, backends=train_fakes.fake_backends())
 
     assert _steps(out) == _steps(reference_run)  # per-step losses, lrs, accumulation
     assert read_csv(out / "results.csv") == read_csv(reference_run / "results.csv")
@@ -103,15 +107,15 @@ def test_interrupted_run_resumes_exactly(
 def test_an_adam_run_trains_with_adam_and_resumes_exactly(spec_path, reference_run, tmp_path):
     # Adam's moments are state: a resume that rebuilt SGD, or lost the moments, would diverge
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    train(_config(spec_path, whole, optimizer="adam"), backends=fakes.fake_backends())
-    with pytest.raises(fakes.KilledError):
+    train(_config(spec_path, whole, optimizer="adam"), backends=train_fakes.fake_backends())
+    with pytest.raises(train_fakes.KilledError):
         train(
             _config(spec_path, killed, optimizer="adam", save_every=2),
-            backends=fakes.fake_backends(),
-            callbacks=[fakes._kill_after(6)],
+            backends=train_fakes.fake_backends(),
+            callbacks=[train_fakes.kill_after(6)],
         )
     assert "exp_avg_sq" in load_checkpoint(killed)["optimizer"]["state"][0]
-    resume(killed, backends=fakes.fake_backends())
+    resume(killed, backends=train_fakes.fake_backends())
     assert _steps(killed) == _steps(whole)
     got, want = load_checkpoint(killed)["model"], load_checkpoint(whole)["model"]
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -163,19 +167,19 @@ def test_checkpoint_holds_plain_state_and_rebuilds_the_model(reference_run):
 
 
 def test_a_bad_sample_stops_the_run_with_its_name(spec_path, tmp_path):
-    backends = fakes.fake_backends(bad_index=5)
+    backends = train_fakes.fake_backends(bad_index=5)
     with pytest.raises(ValueError, match=r"sample 5 \(img_5.jpg\) is corrupt") as info:
         train(_config(spec_path, tmp_path / "run", epochs=1), backends=backends)
     assert any("stopped in epoch 0 at batch" in note for note in info.value.__notes__)
 
 
 def test_non_finite_loss_names_the_images(spec_path, tmp_path):
-    class NanLoss(fakes.FakeLoss):
+    class NanLoss(train_fakes.FakeLoss):
         def __call__(self, outputs, targets, images):
             loss, items = super().__call__(outputs, targets, images)
             return loss * float("nan"), items
 
-    backends = fakes.fake_backends()
+    backends = train_fakes.fake_backends()
     backends.criterion = NanLoss
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* \(images \[\d+"):
         train(_config(spec_path, tmp_path / "run", epochs=1), backends=backends)
@@ -199,20 +203,20 @@ def test_amp_tolerates_a_few_overflows(spec_path, tmp_path):
 def test_refuses_to_overwrite_a_run_and_restores_global_flags(spec_path, reference_run):
     assert not torch.are_deterministic_algorithms_enabled()  # the runs restored the flag
     with pytest.raises(UserError, match="already holds a run"):
-        train(_config(spec_path, reference_run), backends=fakes.fake_backends())
+        train(_config(spec_path, reference_run), backends=train_fakes.fake_backends())
 
 
 def test_resume_refuses_changed_data(reference_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
     with pytest.raises(ValueError, match="the data changed"):
-        resume(run, backends=fakes.fake_backends(n_train=20))
+        resume(run, backends=train_fakes.fake_backends(n_train=20))
 
 
 @pytest.fixture
 def fake_cli_backends(monkeypatch):
     """``lab train`` / ``lab eval`` with the fakes in place of the real data, loss, eval."""
-    backends = fakes.fake_backends()
+    backends = train_fakes.fake_backends()
     for name in ("resolve_data", "build_dataloader", "default_hyp", "criterion", "evaluate"):
         function = getattr(backends, name)
         monkeypatch.setattr(Backends, f"get_{name}", lambda self, f=function: f)
@@ -250,13 +254,14 @@ def _lines(path: Path) -> int:
 
 
 def _run_script(args: list[str], ranks: int = 0) -> subprocess.Popen:
-    """``python -m tests.train.fakes ARGS``, or under ``torchrun`` with ``ranks`` processes."""
+    """``python -m tests.helpers.train_fakes ARGS``, or under ``torchrun`` with ``ranks``
+    processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("WORLD_SIZE", None)
     launcher = [sys.executable]
     if ranks:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    cmd = [*launcher, "-m", "tests.train.fakes", *args]
+    cmd = [*launcher, "-m", "tests.helpers.train_fakes", *args]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
 
 
@@ -300,15 +305,15 @@ def test_cuda_amp_run_resumes(spec_path, tmp_path):
     """On CUDA: AMP (autocast + GradScaler state in the checkpoint), then a mid-epoch resume."""
     ref, out = tmp_path / "ref", tmp_path / "run"
     kw = {"device": "cuda", "save_every": 2, "img_size": 64}
-    train(fakes.fake_config(spec_path, ref, **kw), backends=fakes.fake_backends())
+    train(train_fakes.fake_config(spec_path, ref, **kw), backends=train_fakes.fake_backends())
     assert load_checkpoint(ref)["scaler"]["scale"] > 0  # AMP was on
-    with pytest.raises(fakes.KilledError):
+    with pytest.raises(train_fakes.KilledError):
         train(
-            fakes.fake_config(spec_path, out, **kw),
-            backends=fakes.fake_backends(),
-            callbacks=[fakes._kill_after(6)],
+            train_fakes.fake_config(spec_path, out, **kw),
+            backends=train_fakes.fake_backends(),
+            callbacks=[train_fakes.kill_after(6)],
         )
-    resume(out, backends=fakes.fake_backends())
+    resume(out, backends=train_fakes.fake_backends())
     got, want = _steps(out), _steps(ref)
     assert [r[:3] for r in got] == [r[:3] for r in want]
     for a, b in zip(got, want):
@@ -328,10 +333,10 @@ def test_real_data_and_loss_resume_exactly(spec_path, tmp_path, monkeypatch, wor
         "save_every": 2,
         "workers": workers,
     }
-    train(fakes.fake_config(spec_path, tmp_path / "ref", **kw))
+    train(train_fakes.fake_config(spec_path, tmp_path / "ref", **kw))
     out = tmp_path / "run"
-    with pytest.raises(fakes.KilledError):
-        train(fakes.fake_config(spec_path, out, **kw), callbacks=[fakes._kill_after(7)])
+    with pytest.raises(train_fakes.KilledError):
+        train(train_fakes.fake_config(spec_path, out, **kw), callbacks=[train_fakes.kill_after(7)])
     assert load_checkpoint(out)["step_in_epoch"] == 2
     resume(out)
     assert _steps(out) == _steps(tmp_path / "ref")
@@ -345,8 +350,8 @@ def test_evaluation_cadence_changes_no_weight_and_no_metric(spec_path, tmp_path,
     monkeypatch.setenv("SCALING_LAB_CACHE", str(tmp_path / "cache"))
     kw = {"data": "synth:images=32,size=64", "img_size": 64, "batch_size": 8, "epochs": 3}
     dense, sparse = tmp_path / "dense", tmp_path / "sparse"
-    train(fakes.fake_config(spec_path, dense, eval_every=1, **kw))
-    train(fakes.fake_config(spec_path, sparse, eval_every=0, eval_epochs=[2], **kw))
+    train(train_fakes.fake_config(spec_path, dense, eval_every=1, **kw))
+    train(train_fakes.fake_config(spec_path, sparse, eval_every=0, eval_epochs=[2], **kw))
     assert _steps(sparse) == _steps(dense)
     got, want = load_checkpoint(sparse)["model"], load_checkpoint(dense)["model"]
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -361,5 +366,5 @@ def test_evaluation_cadence_changes_no_weight_and_no_metric(spec_path, tmp_path,
 
 def test_eval_epochs_must_be_epochs(spec_path, tmp_path):
     with pytest.raises(ValueError, match=r"epochs >= 1, got \[0, 2\]") as caught:
-        fakes.fake_config(spec_path, tmp_path / "run", eval_epochs=[0, 2])
+        train_fakes.fake_config(spec_path, tmp_path / "run", eval_epochs=[0, 2])
     assert caught.value.field == "eval_epochs"

@@ -16,7 +16,7 @@ from scaling_lab import (
 from scaling_lab.graph.registry import unregister_block
 from scaling_lab.spec import SpecError
 from scaling_lab.transforms.scale import round_channels, round_depth, scale
-from tests.conftest import graph_from
+from tests.helpers.specs import graph_from
 
 # Table 3 (deploy graph, 640 px, 80 classes): (scale() arguments, params_m, gflops)
 TABLE3 = {

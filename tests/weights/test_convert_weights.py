@@ -23,7 +23,7 @@ from scaling_lab.weights import (
     convert_weights,
     read_reference_checkpoint,
 )
-from tests.weights.standins import (
+from tests.helpers.weight_standins import (
     MINI_CONFIG,
     MINI_SPEC,
     build_model,
