@@ -9,10 +9,6 @@ import pytest
 
 from tests.helpers.specs import TINY_SPEC, graph_from
 
-# modules whose tests share one Ray session (a module-scoped fixture): under pytest-xdist each
-# module's tests stay on one worker, so the session starts once, not once per worker
-ONE_WORKER_MODULES = ("test_runner.py", "test_reproducible.py")
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, one torch thread per worker (and per ``lab`` subprocess it starts):
@@ -23,12 +19,6 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture

@@ -185,6 +185,7 @@ max_concurrent: 2
 """
 
 
+@pytest.mark.slow  # 55 s; the kill-and-resume path itself runs in the default set above
 def test_killed_sweep_with_repeats_resumes_every_seed_once(tmp_path):
     path = tmp_path / "repeated.yaml"
     path.write_text(REPEATED)
