@@ -109,8 +109,11 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     try:
         return TrainConfig(**settings)
     except FieldError as exc:  # a value the flag's type lets through (hyp keys, ranges)
-        name = exc.field.split(".")[0]
-        raise SpecError(str(exc), field=flag_of(name) if name != "hyp" else "--hyp") from None
+        name, _, key = exc.field.partition(".")
+        if name != "hyp":
+            raise SpecError(str(exc), field=flag_of(name)) from None
+        said = str(exc) if not key or f"'{key}'" in str(exc) else f"{key}: {exc}"  # which KEY
+        raise SpecError(said, field="--hyp") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

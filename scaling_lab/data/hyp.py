@@ -57,6 +57,40 @@ _COMMON: dict[str, float] = {
     "loss_ota": 1,
 }
 
+# The values each hyper-parameter may take, [low, high]: outside them torch refuses the
+# optimizer (a negative lr or momentum, a traceback), a probability is no probability
+# (mosaic: 2), or the recipe silently trains nothing (anchor_t < 1 matches no target).
+_INF = math.inf
+_PROBABILITY = (0.0, 1.0)
+HYP_RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("lr0", "lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr"), (0, _INF)),
+    **dict.fromkeys(("momentum", "warmup_momentum"), (0.0, 0.999)),  # Adam's beta1 is < 1
+    **dict.fromkeys(("box", "cls", "cls_pw", "obj", "obj_pw", "fl_gamma"), (0, _INF)),
+    "iou_t": _PROBABILITY,
+    "anchor_t": (1.0, _INF),  # a width or height ratio, never below 1
+    "label_smoothing": _PROBABILITY,
+    **dict.fromkeys(("hsv_h", "hsv_s", "hsv_v", "translate", "perspective"), _PROBABILITY),
+    "degrees": (0, 180),
+    "shear": (0, 90),
+    "scale": (0.0, 0.999),  # gains from 1 - scale: 1 or more would shrink images to nothing
+    **dict.fromkeys(
+        ("flipud", "fliplr", "mosaic", "mosaic9", "mixup", "copy_paste", "paste_in"), _PROBABILITY
+    ),
+    "loss_ota": (0, 1),
+}
+
+
+def hyp_problem(key: str, value: float) -> str | None:
+    """What is wrong with a hyper-parameter's (finite) value, or None."""
+    low, high = HYP_RANGES.get(key, (-_INF, _INF))
+    if not low <= value <= high:
+        upper = "" if high == _INF else f" and at most {high:g}"
+        return f"must be at least {low:g}{upper}, got {value:g}"
+    if key == "loss_ota" and value not in (0, 1):
+        return f"must be 0 or 1, got {value:g}"
+    return None
+
+
 _SIZES: dict[str, dict[str, float]] = {
     # YOLOv7-tiny: final lr fraction 0.01, cls/obj gains 0.5/1.0, milder scale/translate/mixup
     "tiny": {
@@ -119,5 +153,8 @@ def read_hyp_file(path: str | Path) -> dict[str, float]:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value):
             raise DataError(f"must be a finite number, got {shown(value)}", source=path, field=key)
+        problem = hyp_problem(key, value)
+        if problem:
+            raise DataError(problem, source=path, field=key)
         out[key] = float(value)
     return out

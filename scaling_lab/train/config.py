@@ -11,7 +11,7 @@ import re
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, get_type_hints
 
-from scaling_lab.data.hyp import default_hyp
+from scaling_lab.data.hyp import default_hyp, hyp_problem
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC, MAX_WORKERS
 from scaling_lab.schema import FieldError, describe, type_ok
@@ -174,6 +174,9 @@ class TrainConfig:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or not math.isfinite(value):
                 raise FieldError(f"hyp.{key}", f"must be a finite number, got {value!r}")
+            problem = hyp_problem(key, value)  # a negative lr: torch's traceback otherwise
+            if problem:
+                raise FieldError(f"hyp.{key}", problem)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -210,3 +210,40 @@ def test_an_image_cut_short_is_found_without_decoding_whole_ones(tmp_path):
             check_image_complete(tmp_path / name)
     (tmp_path / "other.bmp").write_bytes(b"BM")  # not JPEG or PNG: read when used
     check_image_complete(tmp_path / "other.bmp")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lr0", "-1", "must be at least 0, got -1"),  # torch's ValueError traceback before
+        ("momentum", "-5", "must be at least 0 and at most 0.999, got -5"),
+        ("momentum", "5", "must be at least 0 and at most 0.999, got 5"),  # trained on, diverging
+        ("mosaic", "2", "must be at least 0 and at most 1, got 2"),  # not a probability
+        ("anchor_t", "0.5", "must be at least 1"),  # matches no target: trains nothing
+        ("loss_ota", "0.5", "must be 0 or 1"),
+    ],
+)
+def test_a_hyper_parameter_out_of_its_range_is_refused(tmp_path, monkeypatch, key, value, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hyp.yaml").write_text(f"{key}: {value}\n")
+    data = "synth:images=8,size=64"  # short, should a value be accepted after all
+    base = ["train", "--model", "yolov7-tiny", "--data", data, "--epochs", "1", "--img", "64"]
+    base += ["--batch", "2", "--device", "cpu"]
+    for extra, where in [
+        (["--hyp", f"{key}={value}"], f"field '--hyp': {key}: "),
+        (["--hyp-file", "hyp.yaml"], f"hyp.yaml: field '{key}': "),
+    ]:
+        result = lab(*base, *extra)
+        assert_one_line(result, may_succeed=False)
+        assert where + message in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_recipes_keep_their_hyper_parameters_in_range():
+    from scaling_lab.data.hyp import HYP_RANGES, default_hyp, hyp_problem
+
+    reference = json.loads((ROOT / "tests" / "fixtures" / "reference_hyp.json").read_text())
+    for size in ("tiny", "p5", "p6"):
+        assert set(default_hyp(size)) == set(HYP_RANGES)
+        for hyp in (default_hyp(size), reference["files"][size]):
+            assert all(hyp_problem(k, v) is None for k, v in hyp.items()), (size, hyp)
