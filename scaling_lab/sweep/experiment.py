@@ -187,7 +187,7 @@ def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experimen
         try:
             check_graphs_of(experiment)
         except UserError as exc:
-            if exc.field != "proxy":
+            if exc.field not in ("proxy", "base"):
                 raise
-            raise located(exc, source, schema.line_of(data, "proxy")) from None
+            raise located(exc, source, schema.line_of(data, exc.field)) from None
     return experiment

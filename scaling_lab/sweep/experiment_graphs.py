@@ -10,19 +10,24 @@ from scaling_lab.sweep.experiment_format import Experiment, Variant
 from scaling_lab.sweep.materialize import Overrides, matching_nodes, materialize
 
 
-def base_graph(experiment: Experiment, model: str | None = None):
+def base_graph(experiment: Experiment, model: str | None = None, field: str = "base"):
+    """The BlockGraph of ``model`` (default: the base). What is wrong with a spec file it
+    names (a folder, /etc/passwd) is said at the experiment's ``field`` that names it."""
     from scaling_lab.models import get_block_graph
 
     try:
         return get_block_graph(model or experiment.base)
     except SpecError as exc:
+        if exc.source not in (None, experiment.path) or exc.field is None:  # or unknown model
+            raise SpecError(str(exc), source=experiment.path, field=field) from None
         raise exc.located(experiment.path) from None
 
 
 def variant_graph(experiment: Experiment, variant: Variant, changes: Overrides | None = None):
     """The BlockGraph a variant's trial profiles and trains: its base model with ``changes``
     (default: the variant's own; a search trial adds its sampled values)."""
-    graph = base_graph(experiment, variant.model)
+    field = "base" if variant.model is None else f"variants[{variant.order}].model"
+    graph = base_graph(experiment, variant.model, field)
     changes = changes if changes is not None else variant.changes
     return materialize(graph, changes, source=experiment.path)
 
@@ -57,8 +62,9 @@ def check_graphs_of(experiment: Experiment) -> None:
     for variant in experiment.variants:
         try:
             graph = variant_graph(experiment, variant)
-        except UserError as exc:
-            raise located(exc, experiment.path, variant.line) from None
+        except UserError as exc:  # the base's line is load_experiment's to add
+            line = None if exc.field == "base" else variant.line
+            raise located(exc, experiment.path, line) from None
         _lowered(experiment, graph, f"variant '{variant.label}'", experiment.path, variant.line)
     if experiment.proxy is not None:
         _check_proxy(experiment)

@@ -247,3 +247,29 @@ def test_the_recipes_keep_their_hyper_parameters_in_range():
         assert set(default_hyp(size)) == set(HYP_RANGES)
         for hyp in (default_hyp(size), reference["files"][size]):
             assert all(hyp_problem(k, v) is None for k, v in hyp.items()), (size, hyp)
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "message"),
+    [
+        ("base: passwd\nvariants: [a]\n", ":1: field 'base': ", "passwd: a spec"),
+        ("base: folder\nvariants: [a]\n", ":1: field 'base': ", "folder: cannot read spec file"),
+        ("base: ../../../x\nvariants: [a]\n", ":1: field 'base': ", "unknown model '../../../x'"),
+        (
+            "base: yolov7-tiny\nvariants:\n  - {label: a, model: passwd.yaml}\n",
+            ":3: field 'variants[0].model': ",
+            "passwd.yaml: a spec",
+        ),
+    ],
+)
+def test_a_model_file_an_experiment_names_is_refused_at_that_line(tmp_path, body, where, message):
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "passwd.yaml").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "folder").mkdir()
+    exp = tmp_path / "exp.yaml"
+    for name in ("passwd", "folder"):
+        body = body.replace(name, str(tmp_path / name))
+    exp.write_text(body)
+    result = lab("sweep", str(exp), "--storage", str(tmp_path / "runs"))
+    assert_one_line(result, may_succeed=False)
+    assert f"exp.yaml{where}" in result.stderr and message in result.stderr, result.stderr
