@@ -173,48 +173,51 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _check_images_exist(records: list[ImageRecord], ann: Path) -> None:
-    """Every image is there and not cut short, before any work on the split starts (autoanchor
+    """Every image is there and readable, before any work on the split starts (autoanchor
     printed its line before the first batch found a truncated file)."""
-    missing = [r.path for r in records if not r.path.is_file()]
+    missing = [r.path for r in records if not os.path.isfile(r.path)]  # a name too long: False
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(
             f"{len(missing)} image file(s) listed here are missing: {missing[0]}{more}", source=ann
         )
     for record in records:
-        check_image_complete(record.path)
+        check_image_file(record.path, (record.width, record.height))
 
 
-_JPEG, _PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
-
-
-def check_image_complete(path: Path) -> None:
-    """A JPEG or PNG file whose last bytes are not its end marker (JPEG's FF D9, PNG's IEND
-    chunk) is decoded whole: a DataError if that fails (a file cut short). Two small reads per
-    file, so a COCO-sized split is checked in seconds; a file of trailing bytes after a whole
-    image (a motion photo) still decodes and is kept. Other formats are read when used."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            f.seek(max(os.fstat(f.fileno()).st_size - 12, 0))
-            tail = f.read(12)
-    except OSError as exc:
-        raise DataError(f"cannot read image: {exc.strerror}", source=path) from None
-    if head.startswith(_JPEG):
-        whole = tail.endswith(b"\xff\xd9")
-    elif head.startswith(_PNG):
-        whole = tail[4:8] == b"IEND"
-    else:
-        return
-    if whole:
-        return
+def check_image_file(path: Path, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (width, height) of an image file that will read whole, checked when its split is
+    read rather than at its first batch: PIL identifies it, it is no decompression bomb, it
+    has the annotations' ``size``, and a JPEG or PNG is not cut short. Cheap: the header and
+    the last bytes (a JPEG's FF D9, a PNG's IEND chunk); only a file without its end marker
+    is decoded, so a whole image with trailing bytes (a motion photo) is kept. Other formats
+    are decoded when used."""
     from PIL import Image, UnidentifiedImageError
 
+    errors = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+    try:
+        with Image.open(path) as im:
+            found, kind = im.size, im.format
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - 12, 0))
+            tail = f.read(12)
+    except FileNotFoundError:
+        raise DataError("image file not found", source=path) from None
+    except errors as exc:
+        raise DataError(f"cannot read image: {exc}", source=path) from None
+    if size is not None and tuple(found) != tuple(size):
+        raise DataError(
+            f"image is {found[0]}x{found[1]} but the annotations say {size[0]}x{size[1]}",
+            source=path,
+        )
+    if {"JPEG": tail.endswith(b"\xff\xd9"), "PNG": tail[4:8] == b"IEND"}.get(kind, True):
+        return found
     try:
         with Image.open(path) as im:
             im.load()
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+    except errors as exc:
         raise DataError(f"cannot read image: {exc} (the file is cut short)", source=path) from None
+    return found
 
 
 def _clean_box(
@@ -410,8 +413,7 @@ def parse_yolo(images_dir: str | Path, labels_dir: str | Path, nc: int) -> list[
         raise DataError("no images found", source=images_dir)
     records = []
     for iid, path in enumerate(files, start=1):
-        width, height = _image_size(path)
-        check_image_complete(path)
+        width, height = check_image_file(path)
         label = labels_dir / path.relative_to(images_dir).with_suffix(".txt")
         issues = IssueLog(label)
         boxes, classes, segs = [], [], []

@@ -170,14 +170,21 @@ def test_crowd_annotations_are_skipped(tmp_path):
 
 def test_unreadable_image_names_the_file_when_loading(tmp_path):
     write_coco(tmp_path)
-    (tmp_path / "images" / "val" / "c.png").write_bytes(b"not a png")
-    info = resolve_data(tmp_path)  # exists: found at load time
+    image = tmp_path / "images" / "val" / "c.png"
+    whole = image.read_bytes()
+    image.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"c\.png.*cannot read image"):  # when the split is read
+        build_dataloader(resolve_data(tmp_path), "val", img_size=64, batch_size=1, augment=False)
+    image.write_bytes(whole)
+    info = resolve_data(tmp_path)
     for workers in (0, 1):
         loader = build_dataloader(
             info, "val", img_size=64, batch_size=1, augment=False, workers=workers
         )
+        image.write_bytes(b"not a png")  # spoilt after the split was read: found at load time
         with pytest.raises(DataError, match=r"c\.png.*cannot read image"):
             list(loader)
+        image.write_bytes(whole)
 
 
 def test_image_size_mismatch_names_the_file(tmp_path):
@@ -185,8 +192,8 @@ def test_image_size_mismatch_names_the_file(tmp_path):
     coco = json.loads(ann.read_text())
     coco["images"][0]["width"] = 300
     ann.write_text(json.dumps(coco))
-    info = resolve_data(tmp_path)
     with pytest.raises(DataError, match=r"a\.png: image is 200x120 but the annotations say 300"):
+        info = resolve_data(tmp_path)  # found when the split is read, before any batch
         info_loader = build_dataloader(info, "val", img_size=64, batch_size=2, augment=False)
         next(iter(info_loader))
 

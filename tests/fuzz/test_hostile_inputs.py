@@ -177,18 +177,28 @@ def test_an_output_path_too_long_for_the_system_is_refused_up_front(tmp_path, ou
         assert len(result.stderr) < 300
 
 
-def test_a_truncated_image_is_the_only_output_of_a_training_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:200], "Truncated File Read"),  # inside the header
+        (lambda data: b"", "cannot identify image file"),
+        (lambda data: b"<html>not found</html>", "cannot identify image file"),
+    ],
+)
+def test_a_damaged_image_is_the_only_output_of_a_training_run(
+    tmp_path, monkeypatch, damage, message
+):
     monkeypatch.chdir(tmp_path)
     assert lab("data", "synth", "--out", "ds", "--images", "8", "--size", "64").status == 0
     image = sorted((tmp_path / "ds" / "images" / "train").glob("*.jpg"))[2]
-    image.write_bytes(image.read_bytes()[:200])
+    image.write_bytes(damage(image.read_bytes()))
     result = lab(
         "train", "--model", "yolov7-tiny", "--data", "ds", "--img", "64", "--epochs", "1",
         "--batch", "2", "--device", "cpu", "--out", "run",
     )  # fmt: skip
     assert_one_line(result, may_succeed=False)  # no autoanchor line before it
     assert f"{image.name}: cannot read image: " in result.stderr
-    assert "cut short" in result.stderr and result.stdout == ""
+    assert message in result.stderr and result.stdout == ""
     assert not (tmp_path / "run").exists()
 
 
@@ -196,20 +206,30 @@ def test_an_image_cut_short_is_found_without_decoding_whole_ones(tmp_path):
     from PIL import Image
 
     from scaling_lab.data.errors import DataError
-    from scaling_lab.data.sources import check_image_complete
+    from scaling_lab.data.sources import check_image_file
 
-    pixels = Image.new("RGB", (40, 30), (200, 10, 10))
+    pixels = Image.effect_noise((40, 30), 60).convert("RGB")  # a header, then data to cut
     for name in ("a.jpg", "a.png"):
         pixels.save(tmp_path / name)
         whole = (tmp_path / name).read_bytes()
-        check_image_complete(tmp_path / name)
+        check_image_file(tmp_path / name)
         (tmp_path / name).write_bytes(whole + b"trailing bytes after the image")
-        check_image_complete(tmp_path / name)  # still decodes: kept
+        check_image_file(tmp_path / name)  # still decodes: kept
         (tmp_path / name).write_bytes(whole[: len(whole) // 2])
         with pytest.raises(DataError, match=rf"{name}: cannot read image: .*cut short"):
-            check_image_complete(tmp_path / name)
-    (tmp_path / "other.bmp").write_bytes(b"BM")  # not JPEG or PNG: read when used
-    check_image_complete(tmp_path / "other.bmp")
+            check_image_file(tmp_path / name)
+    pixels.save(tmp_path / "a.png")
+    assert check_image_file(tmp_path / "a.png", (40, 30)) == (40, 30)
+    with pytest.raises(DataError, match=r"a\.png: image is 40x30 but the annotations say 41x30"):
+        check_image_file(tmp_path / "a.png", (41, 30))
+    pixels.save(tmp_path / "other.bmp")  # not JPEG or PNG: a cut decoded when used
+    whole = (tmp_path / "other.bmp").read_bytes()
+    (tmp_path / "other.bmp").write_bytes(whole[:100])
+    check_image_file(tmp_path / "other.bmp")
+    for text in (b"", b"hello"):
+        (tmp_path / "text.jpg").write_bytes(text)
+        with pytest.raises(DataError, match=r"text\.jpg: cannot read image: cannot identify"):
+            check_image_file(tmp_path / "text.jpg")
 
 
 @pytest.mark.parametrize(
@@ -273,3 +293,14 @@ def test_a_model_file_an_experiment_names_is_refused_at_that_line(tmp_path, body
     result = lab("sweep", str(exp), "--storage", str(tmp_path / "runs"))
     assert_one_line(result, may_succeed=False)
     assert f"exp.yaml{where}" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_a_coco_file_name_too_long_for_the_system_is_a_missing_image(tmp_path):
+    from scaling_lab.data.errors import DataError
+    from scaling_lab.data.sources import parse_coco
+
+    ann = tmp_path / "ann.json"
+    entry = {"id": 1, "file_name": "a" * 5000, "width": 8, "height": 8}
+    ann.write_text(json.dumps({"images": [entry], "annotations": [], "categories": [{"id": 1}]}))
+    with pytest.raises(DataError, match=r"1 image file\(s\) listed here are missing"):
+        parse_coco(ann, tmp_path)  # an OSError (file name too long) before
