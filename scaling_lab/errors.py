@@ -60,7 +60,7 @@ def shown(value: object, limit: int = 80) -> str:
     by its size instead."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
         digits = int(value.bit_length() * 0.30103) + 1  # log10(2): exact to one digit
-        return f"an integer of about {digits} digits"
+        return f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
     try:
         text = repr(value)
     except ValueError:  # a huge integer inside a container

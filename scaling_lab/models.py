@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scaling_lab.errors import shown
 from scaling_lab.graph.block_graph import BlockGraph, build_block_graph
 from scaling_lab.graph.lower import lower
 from scaling_lab.layers.forms import FORM_SUFFIXES, FORMS
@@ -120,7 +121,7 @@ def _overridden(
     if nc is not None:
         if nc < 1 or nc > MAX_NC:
             raise SpecError(
-                f"must be between 1 and {MAX_NC} (MAX_NC), got {nc}",
+                f"must be between 1 and {MAX_NC} (MAX_NC), got {shown(nc)}",
                 source=graph.source,
                 field="nc",
             )

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from scaling_lab.errors import UserError
+from scaling_lab.errors import UserError, shown
 
 LINES_KEY = "__lines__"  # a mapping's {key: line} record, as spec.yaml_lines loads it
 INTERNAL = {"schema": "internal"}  # field metadata: set by code, not a key of the mapping
@@ -367,5 +367,4 @@ def strip_lines(value: Any) -> Any:
 
 def _show(value: Any) -> str:
     """A value as an error prints it (mappings without their line records)."""
-    text = repr(strip_lines(value))
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(strip_lines(value))  # a huge integer by its size, not a ValueError

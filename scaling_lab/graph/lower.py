@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scaling_lab.errors import shown
 from scaling_lab.graph.block_graph import INPUT, BlockGraph, BlockNode
 from scaling_lab.layers.builder import LayerBuilder
 from scaling_lab.layers.layer_graph import LayerGraph
@@ -94,11 +95,14 @@ def lower(graph: BlockGraph, img_size: int | None = None) -> LayerGraph:
     img_size = graph.img_size if img_size is None else img_size
     if not 1 <= graph.nc <= MAX_NC:
         raise SpecError(
-            f"must be 1 to {MAX_NC} (MAX_NC), got {graph.nc}", source=graph.source, field="nc"
+            f"must be 1 to {MAX_NC} (MAX_NC), got {shown(graph.nc)}",
+            source=graph.source,
+            field="nc",
         )
     if img_size < 1 or img_size > MAX_IMG_SIZE:
         raise SpecError(
-            f"must be a positive integer up to {MAX_IMG_SIZE} (MAX_IMG_SIZE), got {img_size}",
+            f"must be a positive integer up to {MAX_IMG_SIZE} (MAX_IMG_SIZE), "
+            f"got {shown(img_size)}",
             source=graph.source,
             field="img_size",
         )

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaling_lab import schema
+from scaling_lab.errors import shown
 from scaling_lab.limits import MAX_BLOCK_DEPTH
 from scaling_lab.spec.errors import SpecError
 
@@ -160,7 +161,9 @@ def check_sizes(block: BlockType, cfg: Any) -> None:
                     field=f.name,
                 )
             if abs(v) >= 2**31:
-                raise SpecError(f"{v} is out of range for block '{block.name}'", field=f.name)
+                raise SpecError(
+                    f"{shown(v)} is out of range for block '{block.name}'", field=f.name
+                )
 
 
 def make_cfg(block: BlockType, fields: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling_lab.errors import shown
 from scaling_lab.limits import MAX_CHANNELS, MAX_IMG_SIZE, MAX_NC, MAX_SPEC_NODES
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.spec.settings import ModelSettings, spec_keys
@@ -184,8 +185,16 @@ def parse_spec(text: str, source: str = "<spec>") -> ModelSpec:
         for name, body in raw_nodes.items()
         if name != LINES_KEY
     )
+    name = str(data.get("name") or Path(source).stem)
+    if not name.isprintable():  # every command prints it: no terminal escape sequences
+        raise SpecError(
+            f"must be printable text, got {shown(name)}",
+            source=source,
+            field="name",
+            line=lines.get("name"),
+        )
     return ModelSpec(
-        name=str(data.get("name") or Path(source).stem),
+        name=name,
         nodes=nodes,
         nc=_positive_int(data, "nc", 80, source),
         img_size=_positive_int(data, "img_size", 640, source),

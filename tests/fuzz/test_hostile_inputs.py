@@ -304,3 +304,30 @@ def test_a_coco_file_name_too_long_for_the_system_is_a_missing_image(tmp_path):
     ann.write_text(json.dumps({"images": [entry], "annotations": [], "categories": [{"id": 1}]}))
     with pytest.raises(DataError, match=r"1 image file\(s\) listed here are missing"):
         parse_coco(ann, tmp_path)  # an OSError (file name too long) before
+
+
+def test_a_huge_integer_from_python_is_shown_by_its_size():
+    import dataclasses
+
+    from scaling_lab import schema
+    from scaling_lab.models import get_layer_graph
+    from scaling_lab.spec import SpecError
+
+    for settings, field in [({"nc": 10**5000}, "nc"), ({"img_size": -(10**5000)}, "img_size")]:
+        with pytest.raises(SpecError, match=rf"field '{field}': .*got (a negative|an) integer of"):
+            get_layer_graph("yolov7-tiny", **settings)
+
+    @dataclasses.dataclass
+    class Named:
+        name: str
+
+    with pytest.raises(UserError, match="must be str, got an integer of about 5001 digits"):
+        schema.build(Named, {"name": 10**5000})
+
+
+def test_a_spec_name_with_control_characters_is_refused(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.replace("name: tiny-test", 'name: "\\e[31mred\\e[0m"'))
+    result = lab("profile", str(spec))  # it printed the escape sequence to the terminal
+    assert_one_line(result, may_succeed=False)
+    assert "spec.yaml:1: field 'name': must be printable text, got '\\x1b[31mred" in result.stderr
