@@ -515,7 +515,7 @@ def _yolo_names(yaml_file: Path) -> tuple[list[str], dict]:
         check_yaml_size(text, str(yaml_file))
         cfg = yaml.safe_load(text) or {}
     except UserError as exc:
-        raise DataError(exc.reason, source=yaml_file, line=exc.line) from None
+        raise DataError(exc.reason, source=yaml_file, line=exc.line, field=exc.field) from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DataError(f"not valid YAML: {problem}", source=yaml_file) from None

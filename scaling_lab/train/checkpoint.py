@@ -128,9 +128,9 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path, *, resume: bool = F
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path: False, not OSError, for a name too long
         path = path / "weights" / "last.pt"
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise CheckpointError("no checkpoint here", source=str(path))
     _check_zip_size(path)
     try:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import sys
 import time
 import warnings
@@ -666,7 +667,7 @@ def resume(
 ) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from ``weights/last.pt`` with its stored config
     (``overrides``, e.g. ``device`` or ``epochs``, replace stored values)."""
-    if Path(run_dir).is_file():
+    if os.path.isfile(run_dir):  # False, not OSError, for a name too long
         raise CheckpointError(
             "resume takes a run folder (one holding weights/last.pt)", source=str(run_dir)
         )

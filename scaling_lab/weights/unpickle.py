@@ -20,6 +20,7 @@ config the reference keeps on its ``Model``).
 from __future__ import annotations
 
 import _compat_pickle
+import os
 import pickle
 import types
 import zipfile
@@ -266,7 +267,7 @@ def _refused_in(exc: BaseException) -> RefusedGlobal | None:
 def load_restricted(path: str | Path) -> Any:
     """``torch.load`` of ``path`` through the restricted unpickler (nothing in it runs)."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path: False, not OSError, for a name too long
         raise ReferenceCheckpointError("no such file", source=str(path))
     if zipfile.is_zipfile(path):
         try:

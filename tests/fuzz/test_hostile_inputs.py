@@ -331,3 +331,30 @@ def test_a_spec_name_with_control_characters_is_refused(tmp_path):
     result = lab("profile", str(spec))  # it printed the escape sequence to the terminal
     assert_one_line(result, may_succeed=False)
     assert "spec.yaml:1: field 'name': must be printable text, got '\\x1b[31mred" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--resume", "a" * 5000],
+        ["eval", "--weights", "a" * 5000, "--data", "synth"],
+        ["convert-weights", "a" * 5000, "--model", "yolov7", "--out", "x.pt"],
+    ],
+)
+def test_an_input_path_too_long_for_the_system_is_not_found(tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    result = lab(*argv)  # each an OSError (file name too long) traceback before
+    assert_one_line(result, may_succeed=False)
+    assert "no checkpoint here" in result.stderr or "no such file" in result.stderr
+
+
+def test_a_huge_integer_in_a_data_yaml_names_its_field(tmp_path):
+    from scaling_lab.data.errors import DataError
+    from scaling_lab.data.sources import resolve_data
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text(f"nc: {HUGE}\nnames: [a]\n")
+    with pytest.raises(DataError, match=r"data\.yaml:1: field 'nc': integer too long"):
+        resolve_data(tmp_path)
