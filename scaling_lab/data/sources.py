@@ -614,11 +614,12 @@ def check_data_ref(data: str | Path) -> None:
         check_synth_params(**parse_synth_params(text))
         return
     path = Path(text).expanduser()
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
+    # os.path: False, not OSError, for a name too long
+    if os.path.isfile(path) and path.suffix in (".yaml", ".yml"):
         return
-    if not path.is_dir():
+    if not os.path.isdir(path):
         raise DataError("no such dataset folder (or 'synth')", source=path)
-    if not (path / "annotations").is_dir() and not (path / "labels").is_dir():
+    if not os.path.isdir(path / "annotations") and not os.path.isdir(path / "labels"):
         raise DataError(
             "not a dataset: expected annotations/ (COCO layout) or labels/ + data.yaml (YOLO)",
             source=path,
@@ -641,15 +642,15 @@ def resolve_data(data: str | Path, *, cache_dir: Path | None = None) -> DatasetI
         root = ensure_synth(cache_dir or cache_root(), **parse_synth_params(text))
         return _resolve_coco(root)
     path = Path(text).expanduser()
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
+    if os.path.isfile(path) and path.suffix in (".yaml", ".yml"):
         return _resolve_yolo(path.parent, path, cache_dir)
-    if not path.is_dir():
+    if not os.path.isdir(path):
         raise DataError("no such dataset folder (or 'synth')", source=path)
-    if (path / "annotations").is_dir():
+    if os.path.isdir(path / "annotations"):
         return _resolve_coco(path)
-    if (path / "labels").is_dir():
+    if os.path.isdir(path / "labels"):
         for name in ("data.yaml", "data.yml", "dataset.yaml"):
-            if (path / name).is_file():
+            if os.path.isfile(path / name):
                 return _resolve_yolo(path, path / name, cache_dir)
         raise DataError("YOLO layout needs a data.yaml with the class names", source=path)
     raise DataError(
