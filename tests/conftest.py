@@ -24,3 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def tiny_graph():
     return graph_from(TINY_SPEC)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """An embedded Ray session shared by a module's tests (starting one takes seconds). A
+    session an earlier module's in-process sweep left running is shut down first: this one
+    must have the module's size, and ``ray.init`` refuses a second session."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

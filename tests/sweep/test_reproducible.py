@@ -35,13 +35,7 @@ max_concurrent: 2
 VARIES = ("started_at", "finished_at", "wall_s", "spec_path")  # times, and the tmp folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")  # one Ray session for the module
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ TINY_TRAIN = Path(__file__).parent / "tiny_train.yaml"
 pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")  # one Ray session for the module
 
 
 def lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
