@@ -21,6 +21,20 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+# the longest modules (Ray sweeps, 50-115 s each) are handed out first: pytest-xdist gives
+# modules to workers in collection order, and one of them started last would run alone while
+# the other worker idles
+LONGEST_FIRST = ("test_runner.py", "test_reproducible.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every module keeps its own order
+
+
 @pytest.fixture
 def tiny_graph():
     return graph_from(TINY_SPEC)

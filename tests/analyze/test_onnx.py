@@ -25,7 +25,18 @@ SIZE = 320
 YOLOV7_FAMILY = [n for n in list_models() if resolve_spec(n).family == "YOLOv7"]
 
 
-@pytest.mark.parametrize("name", YOLOV7_FAMILY)
+# the default run exports one model of each kind (tiny, P5 with RepConvs, P6); the P6 models
+# of 100M+ parameters (3-8 s each) and yolov7x export with the slow tests
+EXPORTED_BY_DEFAULT = {"yolov7-tiny", "yolov7", "yolov7-w6"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=() if name in EXPORTED_BY_DEFAULT else pytest.mark.slow)
+        for name in YOLOV7_FAMILY
+    ],
+)
 def test_zoo_deploy_model_exports_and_matches_torch(name, tmp_path):
     # the deploy architecture built directly (fresh weights): the same graph, ops and
     # parameter layout that reparameterize produces, without building the training form

@@ -11,7 +11,7 @@ from scaling_lab.analyze.latency_predict import predict_latency
 from scaling_lab.analyze.latency_table import load_table
 from scaling_lab.cli import main
 from scaling_lab.models import get_layer_graph
-from tests.helpers.cli import ROOT, run_lab
+from tests.helpers.cli import ROOT, run_lab, run_lab_here
 from tests.helpers.latency_fakes import FakeTimer, hand_table, protocol, write_table
 
 MINI = str(ROOT / "docs" / "examples" / "mini-elan.yaml")
@@ -124,7 +124,9 @@ def test_build_samples_a_search_space(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_build_errors_are_one_line(tmp_path, args, message):
-    result = run_lab("latency-table", "build", *args, "--out", str(tmp_path / "t.json"))
+    # in this process: a fresh one per case cost 4 s of torch import (run_lab's own one-line
+    # guarantee is tested in tests/cli/test_errors.py)
+    result = run_lab_here("latency-table", "build", *args, "--out", str(tmp_path / "t.json"))
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
