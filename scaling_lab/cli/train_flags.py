@@ -12,7 +12,7 @@ from typing import Any
 
 from scaling_lab.cli.args import bounded, number_in
 from scaling_lab.spec.errors import SpecError
-from scaling_lab.train.config import TrainConfig, _hints
+from scaling_lab.train.config import TrainConfig, field_types
 
 ON_OFF = ("on", "off")
 
@@ -43,16 +43,18 @@ def _default_text(f: Field) -> str:
 def _value_type(f: Field, hint: Any) -> Any:
     low, high = f.metadata.get("low"), f.metadata.get("high")
     if hint is int:
-        return bounded(int(low if low is not None else -(2**63)), int(high or 2**63 - 1))
+        low_int = int(low) if low is not None else -(2**63)
+        return bounded(low_int, int(high) if high is not None else 2**63 - 1)
     if hint is float:
-        return number_in(low if low is not None else -float("inf"), high or float("inf"))
+        inf = float("inf")
+        return number_in(low if low is not None else -inf, high if high is not None else inf)
     return str
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field the CLI sets (``cli`` metadata); every default is
     None so that ``config_settings`` passes on only what the user gave."""
-    hints = _hints()
+    hints = field_types()
     for f in fields(TrainConfig):
         if not f.metadata.get("cli", True) or f.name == "hyp":
             continue
@@ -94,11 +96,12 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 def config_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the user gave as flags (``--hyp`` is parsed by the caller)."""
     out = {}
+    hints = field_types()
     for f in fields(TrainConfig):
         if not f.metadata.get("cli", True) or f.name == "hyp":
             continue
         value = getattr(args, f.name, None)
-        if value in ON_OFF:
+        if _base(hints[f.name]) is bool and value in ON_OFF:  # --aux-constraint off
             value = value == "on"
         if value is not None:
             out[f.name] = value

@@ -160,18 +160,6 @@ def coco_categories(data: dict, path: Path) -> list[tuple[int, str]]:
     return sorted(cats)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise DataError("image file not found", source=path) from None
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image: {exc}", source=path) from None
-
-
 def _check_images_exist(records: list[ImageRecord], ann: Path) -> None:
     """Every image is there and readable, before any work on the split starts (autoanchor
     printed its line before the first batch found a truncated file)."""
@@ -309,7 +297,7 @@ def _image_wh(img: dict, images_dir: Path) -> tuple[int, int]:
     """(width, height) of an image entry: its own fields, else read from the image file."""
     if isinstance(img.get("width"), int) and isinstance(img.get("height"), int):
         return img["width"], img["height"]
-    return _image_size(images_dir / img["file_name"])
+    return check_image_file(images_dir / img["file_name"])
 
 
 def _coco_objects(

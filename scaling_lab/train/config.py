@@ -6,6 +6,7 @@ their boundary, and ``lab train``'s flags are generated from these fields
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
@@ -149,7 +150,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse values the types allow (``FieldError``, a ValueError: ``scaling_lab.schema``
         names the experiment file's key when it builds a config)."""
-        hints = _hints()
+        hints = field_types()
         for f in fields(self):
             value = getattr(self, f.name)
             if not type_ok(value, hints[f.name]):
@@ -220,5 +221,7 @@ def train_default(name: str) -> Any:
     return f.default
 
 
-def _hints() -> dict[str, Any]:
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """TrainConfig's field types, resolved once (its annotations are strings)."""
     return get_type_hints(TrainConfig)

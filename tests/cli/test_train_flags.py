@@ -62,6 +62,7 @@ def test_every_cli_setting_has_its_flag_with_the_fields_choices(parser):
         (["--optimizer", "adamw"], "optimizer", "adamw"),
         (["--aux-weight", "0.5"], "aux_weight", 0.5),
         (["--hyp", "lr0=0.02"], "hyp", {"lr0": 0.02}),
+        (["--out", "off"], "out", "off"),  # on/off is read as a switch only for a switch
     ],
 )
 def test_a_flag_sets_its_field(parser, argv, field, value):
