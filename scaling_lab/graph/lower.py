@@ -62,8 +62,15 @@ def _lower_at(graph: BlockGraph, img_size: int, builder: LayerBuilder | None = N
         name=graph.name,
         layers=tuple(lb.layers),
         input_shape=image,
-        meta={"nc": graph.nc, "img_size": img_size},
+        meta={"nc": graph.nc, "img_size": img_size, "head": _head_type(graph)},
     )
+
+
+def _head_type(graph: BlockGraph) -> str | None:
+    """The block type of the lead detection head: the trainer picks its loss and decoder
+    by it (``train/heads``)."""
+    heads = [node.type for node in graph.nodes if node.block.head]
+    return heads[0] if heads else None
 
 
 def declared_ports(graph: BlockGraph) -> dict[str, tuple[str, ...]]:

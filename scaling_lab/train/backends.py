@@ -12,7 +12,8 @@ Interfaces:
   shuffle, rank, world_size)``: an iterable with ``len()`` of ``(images (B,3,H,W) float in
   [0, 1], targets (N, 6) [img, cls, cx, cy, w, h] normalized, image_ids, shapes)``;
 - ``default_hyp(model_size) -> dict``, ``model_size`` in ``tiny``, ``p5``, ``p6``;
-- ``criterion(model, hyp, *, aux_assigner, aux_constraint, aux_weight, assign)``: a callable
+- ``criterion(model, hyp, *, aux_assigner, aux_constraint, aux_weight, assign)`` (left
+  ``None``, the trainer takes the loss of the model's head family, ``train/heads``): a callable
   ``(outputs, targets, images) -> (loss, items)``, ``items`` = detached [box, obj, cls,
   total]; ``loss`` is summed over the batch (scaled by the batch size, as the reference);
 - ``evaluate(model, loader, ann_file, *, conf_thres, iou_thres, device, half, save_json,

@@ -20,6 +20,7 @@ from scaling_lab.device import check_device, default_device
 from scaling_lab.eval_protocol import CONF_THRES, IOU_THRES
 from scaling_lab.train.backends import Backends, ann_file
 from scaling_lab.train.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
+from scaling_lab.train.heads import with_decode
 
 
 def plain_number(value: Any) -> Any:
@@ -90,7 +91,7 @@ def evaluate_model(
     target.eval()
     try:
         return backends.get_evaluate()(
-            target,
+            with_decode(target),  # anchor-free heads: their family's decode (train/heads)
             loader,
             ann,
             conf_thres=conf_thres,

@@ -63,9 +63,10 @@ from scaling_lab.train.checkpoint import (
 from scaling_lab.train.config import TrainConfig
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
+from scaling_lab.train.heads import head_family
 from scaling_lab.train.optim import Schedule, build_optimizer
 from scaling_lab.train.recipe import default_assign, shuffles_training_order
-from scaling_lab.train.recipe_fit import detect_head, model_size, scale_loss_gains
+from scaling_lab.train.recipe_fit import detect_head, model_size
 from scaling_lab.train.run_log import RunLog, plot_losses
 
 if TYPE_CHECKING:
@@ -139,17 +140,24 @@ class Trainer:
         )
         self.img_size = self.model.layer_graph.input_shape.h
         self.nc = int(self.model.layer_graph.meta["nc"])
+        self.family = head_family(self.model)  # the head's loss, decoder and recipe
+        recipe = {**backends.get_default_hyp()(model_size(self.model)), **self.family.recipe}
         if self.ckpt:
             self.hyp = dict(self.ckpt["hyp"])
-            self._check_stored_hyp(backends.get_default_hyp()(model_size(self.model)))
+            self._check_stored_hyp(recipe)
         else:
-            self.hyp = {**backends.get_default_hyp()(model_size(self.model)), **cfg.hyp}
+            self.hyp = {**recipe, **cfg.hyp}
         head = detect_head(self.model)
         if not self.ckpt and cfg.autoanchor and head is not None:
             self._fit_anchors(head)
         n_levels = head.n_levels if head is not None else 3
-        loss_hyp = scale_loss_gains(self.hyp, n_levels=n_levels, nc=self.nc, img_size=self.img_size)
-        self.criterion = backends.get_criterion()(
+        loss_hyp = dict(self.hyp)
+        if self.family.fit_gains is not None:
+            loss_hyp = self.family.fit_gains(
+                self.hyp, n_levels=n_levels, nc=self.nc, img_size=self.img_size
+            )
+        criterion = backends.criterion or self.family.loss
+        self.criterion = criterion(
             self.model,
             loss_hyp,
             aux_assigner=cfg.aux_assigner,
@@ -435,6 +443,9 @@ class Trainer:
         self._rng_epoch_start = capture_rng()
         self._loader_rng_epoch_start = capture_loader_rng(self.loader)
         set_loader_epoch(self.loader, epoch)
+        set_epoch = getattr(self.criterion, "set_epoch", None)
+        if set_epoch is not None:  # a head's epoch-dependent terms (YOLOX's L1, PP-YOLOE's ATSS)
+            set_epoch(epoch, self.cfg.epochs)
         batches = iter(self.loader)
         for _ in range(self.step_in_epoch):  # replay: same data order and augmentation draws
             next(batches)

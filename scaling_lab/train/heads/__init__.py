@@ -1,0 +1,97 @@
+"""Head families: what trains and decodes a detection head, declared in one place per family.
+
+A family (one module here: ``yolov7``, ``yolox``, ``ppyoloe``) names the head block types it
+serves and gives their loss (with its label assignment), their box decoder and the recipe
+defaults the public implementation trains them with. The trainer, the evaluator and the
+ONNX export ask ``head_family(model)``: the loss follows the model's head, never a user flag.
+A new head family is one new module that calls ``register_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from scaling_lab.errors import UserError
+
+Decoder = Callable[[nn.Module, Tensor, tuple[int, int]], Tensor]
+
+
+@dataclass(frozen=True)
+class HeadFamily:
+    """One head family. ``loss(model, hyp, **settings)`` builds the criterion the trainer
+    calls as ``(outputs, targets, images) -> (loss, [box, obj, cls, total])``; ``decode(model,
+    raw, (h, w))`` turns the model's eval output into (B, N, 5 + nc) rows [cx, cy, w, h (input
+    pixels), objectness, class probabilities] for the NMS, ``None`` where the model decodes
+    itself (the YOLO ``Detect``); ``recipe`` overrides the default hyper-parameters;
+    ``fit_gains(hyp, n_levels, nc, img_size)`` adapts the loss gains to the model."""
+
+    name: str
+    block_types: tuple[str, ...]
+    loss: Callable[..., Any]
+    decode: Decoder | None = None
+    recipe: dict[str, float] = field(default_factory=dict)
+    fit_gains: Callable[..., dict] | None = None
+
+
+_FAMILIES: dict[str, HeadFamily] = {}
+
+
+def register_head(family: HeadFamily) -> HeadFamily:
+    """Add ``family`` for each of its block types; a block type served twice is an error."""
+    for block_type in family.block_types:
+        if block_type in _FAMILIES:
+            raise ValueError(f"head block type '{block_type}' already has a head family")
+        _FAMILIES[block_type] = family
+    return family
+
+
+def _load_families() -> None:
+    from scaling_lab.train.heads import yolov7, yolox  # noqa: F401  (they register)
+
+
+def head_family(model: nn.Module) -> HeadFamily:
+    """The family of ``model``'s detection head (``layer_graph.meta['head']``: its block type);
+    a model without that record (built elsewhere) is taken as a YOLO ``Detect`` model."""
+    _load_families()
+    graph = getattr(model, "layer_graph", None)
+    block_type = graph.meta.get("head") if graph is not None else None
+    block_type = block_type or "detect"
+    if block_type not in _FAMILIES:
+        known = ", ".join(sorted(_FAMILIES))
+        raise UserError(f"no loss for head block '{block_type}' (heads that train: {known})")
+    return _FAMILIES[block_type]
+
+
+def families() -> dict[str, HeadFamily]:
+    """Every registered family by block type."""
+    _load_families()
+    return dict(_FAMILIES)
+
+
+class Decoded(nn.Module):
+    """``model`` whose eval-mode output is decoded by its head family (training mode and
+    self-decoding models pass through unchanged): what the evaluator, the benchmark and the
+    ONNX export run. ``layer_graph`` is the wrapped model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layer_graph = getattr(model, "layer_graph", None)
+        self._decode = head_family(model).decode
+
+    def forward(self, images: Tensor) -> Any:
+        out = self.model(images)
+        if self.training or self._decode is None:
+            return out
+        return self._decode(self.model, out, (int(images.shape[-2]), int(images.shape[-1])))
+
+
+def with_decode(model: nn.Module) -> nn.Module:
+    """``model`` itself when it decodes its own output, else wrapped in ``Decoded``."""
+    if isinstance(model, Decoded) or head_family(model).decode is None:
+        return model
+    return Decoded(model)

@@ -1,0 +1,88 @@
+"""YOLOX's SimOTA and loss against the public YOLOX code's recorded output
+(``tools/record_yolox_oracle.py``; fixtures in ``tests/fixtures/yolox_oracle``): the same
+positives (order-independent) and every loss term within 1e-6 relative, at 1, 6 and 30 boxes
+per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaling_lab.train.heads.grid import cells
+from scaling_lab.train.heads.yolox import YoloxLoss, decode_boxes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "yolox_oracle"
+CASES = ("boxes_1", "boxes_6", "boxes_30")
+REL = 1e-6
+
+
+def load(case: str) -> tuple[dict, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    data = dict(np.load(FIXTURES / f"{case}.npz"))
+    strides = tuple(int(s) for s in data["strides"])
+    maps = [torch.from_numpy(data[f"map_{i}"]).float() for i in range(len(strides))]
+    size = int(data["img_size"])
+    images = torch.zeros(maps[0].shape[0], 3, size, size)
+    return data, maps, torch.from_numpy(data["targets"]), images
+
+
+def criterion(data: dict, *, use_l1: bool) -> YoloxLoss:
+    loss = YoloxLoss(None, {}, strides=tuple(data["strides"]), nc=int(data["nc"]))
+    loss.use_l1 = use_l1
+    return loss
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_positives_are_the_oracles(case: str) -> None:
+    data, maps, targets, _ = load(case)
+    crit = criterion(data, use_l1=False)
+    raw = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+    sizes = [tuple(m.shape[-2:]) for m in maps]
+    cell_xy, stride = cells(sizes, crit.strides, raw.device)
+    boxes = decode_boxes(raw[..., :4], cell_xy, stride)
+    gts = torch.cat((targets[:, :2], targets[:, 2:] * float(data["img_size"])), 1)
+    matches = crit.assign(raw, boxes, gts, cell_xy, stride)
+    ours = set()
+    for b, match in enumerate(matches):
+        first = int((targets[:, 0] < b).sum())  # the image's targets start at this row
+        for cell, target in zip(match.cell.tolist(), match.target.tolist()):
+            ours.add((b, cell, first + target))
+    theirs = {tuple(int(v) for v in row) for row in data["positives"]}
+    assert len(theirs) == int(data["num_fg"]) > 0
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("use_l1", [False, True])
+def test_loss_is_the_oracles(case: str, use_l1: bool) -> None:
+    data, maps, targets, images = load(case)
+    parts = criterion(data, use_l1=use_l1).losses(maps, targets, images)
+    total = parts["iou"] + parts["obj"] + parts["cls"] + parts["l1"]
+    if use_l1:
+        assert float(parts["l1"]) == pytest.approx(float(data["l1"]), rel=REL)
+        assert float(total) == pytest.approx(float(data["loss_l1"]), rel=REL)
+    else:
+        for key in ("iou", "obj", "cls"):
+            assert float(parts[key]) == pytest.approx(float(data[key]), rel=REL), key
+        assert float(total) == pytest.approx(float(data["loss"]), rel=REL)
+
+
+def test_trainer_loss_scales_to_the_nominal_batch() -> None:
+    """The trainer's loss is the public total x batch / 64; items hold the public terms."""
+    data, maps, targets, images = load("boxes_6")
+    loss, items = criterion(data, use_l1=False)(maps, targets, images)
+    assert float(items[3]) == pytest.approx(float(data["loss"]), rel=REL)
+    assert float(loss) == pytest.approx(float(data["loss"]) * len(images) / 64, rel=REL)
+
+
+def test_l1_switches_on_for_the_last_epochs() -> None:
+    crit = YoloxLoss(None, {}, strides=(8, 16, 32), nc=3)
+    on = []
+    for epoch in range(300):
+        crit.set_epoch(epoch, 300)
+        on.append(crit.use_l1)
+    assert on.index(True) == 285 and all(on[285:])
+    crit.set_epoch(9, 10)
+    assert not crit.use_l1  # 15/300 of 10 epochs rounds to none
