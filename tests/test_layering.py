@@ -22,6 +22,7 @@ RANKS = {
     "eval_protocol": 0,
     "limits": 0,
     "device": 3,  # the default-device rule and precision names (torch imported lazily)
+    "machine": 3,  # the machine card of a run (torch imported lazily)
     "schema": 1,
     "spec": 2,
     "zoo": 3,

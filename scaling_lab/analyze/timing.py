@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaling_lab.device import DTYPES, resolve_device
 from scaling_lab.limits import MAX_ITERS, MAX_THREADS
+from scaling_lab.machine import cpu_name
 from scaling_lab.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -294,16 +294,6 @@ def resolve_request(
 
 
 # --- environment ------------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def device_name(device: str) -> str:

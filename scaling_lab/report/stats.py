@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 LEVEL = 0.95  # confidence level of every interval in the reports
+POWER = 0.8  # the power a minimum detectable difference is stated at
 
 
 def _t(df: float) -> float:
@@ -61,6 +62,16 @@ class Difference:
     test: str
     n_old: int
     n_new: int
+    se: float = math.nan  # standard error of ``delta``
+    df: float = math.nan  # its degrees of freedom (paired: pairs - 1; Welch's)
+
+    def minimum_detectable(self, power: float = POWER) -> float:
+        """The smallest true difference this comparison finds significant with probability
+        ``power`` (two-sided t test at ``LEVEL``): (t_{1-a/2} + t_{power}) x se. NaN without
+        a noise estimate; what a table's seeds could have shown at all."""
+        if not (math.isfinite(self.se) and math.isfinite(self.df)) or self.df <= 0:
+            return math.nan
+        return (_t(self.df) + float(scipy_stats.t.ppf(power, self.df))) * self.se
 
     @property
     def estimated(self) -> bool:
@@ -89,14 +100,15 @@ def difference(old: Mapping[int, float], new: Mapping[int, float]) -> Difference
         return Difference(delta, math.nan, "", len(a), len(b))
     if set(old) == set(new):
         d = np.array([new[s] - old[s] for s in sorted(old)])
-        half = _t(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
-        return Difference(float(d.mean()), half, "paired", len(a), len(b))
+        se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+        df = len(d) - 1
+        return Difference(float(d.mean()), _t(df) * se, "paired", len(a), len(b), se, df)
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
-        return Difference(delta, 0.0, "welch", len(a), len(b))
+        return Difference(delta, 0.0, "welch", len(a), len(b), 0.0, len(a) + len(b) - 2)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return Difference(delta, _t(dof) * se, "welch", len(a), len(b))
+    return Difference(delta, _t(dof) * se, "welch", len(a), len(b), se, dof)
 
 
 @dataclass(frozen=True)

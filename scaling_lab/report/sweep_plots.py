@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 
 from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.report.pareto import finished_mask, pareto_flags, pareto_mask
 from scaling_lab.report.sweep_table import ReportContext, collapse_repeats, prepare
 from scaling_lab.sweep.columns import PARAM_PREFIX, axis_label
+from scaling_lab.sweep.pareto import finished_mask, pareto_flags, pareto_mask
 
 DPI = 150
 SVG_SALT = "scaling_lab"  # SVG ids: the same on every run (matplotlib draws a random salt)
@@ -81,6 +81,23 @@ def _draw_ours(ax: Axes, d: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
         label = "ours (finished; mean ± 1 std over seeds)"
         ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="none", ecolor="C0", capsize=3, zorder=3)
     ax.scatter(x, y, color="C0", zorder=3, label=label)
+
+
+def _draw_baselines(ax: Axes, d: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
+    """A search's baseline models (``baseline`` rows) as black diamonds over their points."""
+    if "baseline" not in d.columns:
+        return
+    mine = d["baseline"].eq(True).fillna(False).to_numpy(dtype=bool)
+    for i in np.flatnonzero(mine):
+        ax.scatter(
+            [x[i]],
+            [y[i]],
+            marker="D",
+            s=70,
+            color="black",
+            zorder=5,
+            label=f"baseline: {d['label'].iloc[i]}",
+        )
 
 
 def _with_data(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
@@ -193,6 +210,7 @@ def plot_ap_vs_latency(results: pd.DataFrame, ctx: ReportContext, out_dir: Path)
             top.set_xlabel("paper Table 2: V100 latency (ms, 1000 / FPS), COCO AP", fontsize=8)
             top.legend(fontsize=7, loc="lower right")
     _draw_ours(ax, d, x, y)
+    _draw_baselines(ax, d, x, y)
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
     devices = []
@@ -226,6 +244,7 @@ def _plot_ap_vs_cost(
         ax.plot([xi, px], [yi, py], linestyle=":", color="C2", linewidth=0.8)
         paper_label = None
     _draw_ours(ax, d, x, y)
+    _draw_baselines(ax, d, x, y)
     front = _draw_front(ax, x, y, ("min", "max"))
     _annotate(ax, x, y, list(d["label"]), front)
     _finish(ax, f"{ctx.heading}: AP vs {axis_label(col)}", axis_label(col), axis_label("AP"))
@@ -338,6 +357,7 @@ def plot_objectives(results: pd.DataFrame, ctx: ReportContext, out_dir: Path) ->
     x, y = _values(d, xc), _values(d, yc)
     fig, ax = _figure()
     ax.scatter(x, y, color="C0", zorder=3, label="trial (finished)")
+    _draw_baselines(ax, d, x, y)
     front = _draw_front(ax, x, y, (xm, ym), label=front_label)
     _annotate(ax, x, y, list(d["label"]), front)
 

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling_lab.atomic import atomic_write_text
+from scaling_lab.report.confirm import (
+    ConfirmSetup,
+    confirm_markdown,
+    cost_column,
+    summarize_confirm,
+)
 from scaling_lab.report.stats import SeedNoise
-from scaling_lab.report.sweep_table import ReportContext
+from scaling_lab.report.sweep_table import ReportContext, prepare
 from scaling_lab.report.sweep_table_render import FORMATS, write_report
 from scaling_lab.sweep.experiment_format import Experiment
 from scaling_lab.sweep.paper_figures import paper_peers, paper_rows
@@ -68,13 +75,38 @@ def write_sweep_report(
     out_dir = Path(reports) / experiment.name
     frame = read_results(out_dir) if results is None else results
     context = report_context(experiment)
-    extra = [note for note in (_size_note(frame), _proxy_note(frame)) if note]
+    notes = (_size_note(frame), _proxy_note(frame), _machine_note(frame))
+    extra = [note for note in notes if note]
     if extra:
         context = dataclasses.replace(context, note=" ".join([context.note, *extra]).strip())
+    written = []
     if experiment.kind == "search":
         noise = calibrated_noise(experiment, out_dir / "calibration.json", budget)
         context = dataclasses.replace(context, noise=noise)
-    return write_report(frame, context, out_dir, formats=formats)
+        summary = confirm_summary(experiment, frame)
+        if summary is not None:
+            text = json.dumps(summary, indent=1) + "\n"
+            written.append(atomic_write_text(out_dir / "confirm.json", text))
+            context = dataclasses.replace(context, headline=confirm_markdown(summary))
+        if "phase" in frame:  # the search's table: its trials and baselines
+            frame = frame[~frame["phase"].eq("confirm")].reset_index(drop=True)
+    return written + write_report(frame, context, out_dir, formats=formats)
+
+
+def confirm_summary(experiment: Experiment, frame: pd.DataFrame) -> dict | None:
+    """A search's confirm-phase statistics (``report/confirm.py``), or None without one."""
+    from scaling_lab.sweep.confirm import model_label, ranked_by
+
+    if experiment.search is None:
+        return None
+    metric = ranked_by(experiment)
+    setup = ConfirmSetup(
+        metric=metric,
+        mode=experiment.search.objectives.get(metric, "max"),
+        cost=cost_column(frame),
+        baselines=tuple(model_label(m) for m in experiment.search_baselines),
+    )
+    return summarize_confirm(prepare(frame), setup)
 
 
 def calibrated_noise(
@@ -131,6 +163,16 @@ def _proxy_note(frame: pd.DataFrame) -> str:
         f"AP: proxy models, each row's model scaled by {described} (transforms.scale, depth "
         "then width) and trained in its place; #Param. and FLOPs: the full-size models."
     )
+
+
+def _machine_note(frame: pd.DataFrame) -> str:
+    """The machines the runs trained on: a table is bit-identical only on the same one."""
+    if "machine" not in frame:
+        return ""
+    machines = sorted({m for m in frame["machine"].dropna() if isinstance(m, str)})
+    if not machines:
+        return ""
+    return "Trained on " + "; ".join(machines) + "."
 
 
 def _size_note(frame: pd.DataFrame) -> str:

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.report.pareto import finished_mask, pareto_flags
 from scaling_lab.report.stats import SeedNoise, difference, summarize
 from scaling_lab.sweep.columns import (
     PARAM_PREFIX,
@@ -27,6 +26,7 @@ from scaling_lab.sweep.columns import (
     numeric_columns,
     table_columns,
 )
+from scaling_lab.sweep.pareto import finished_mask, pareto_flags
 
 KINDS = ("variant", "search")
 NOT_RUN = "not run"
@@ -52,6 +52,7 @@ class ReportContext:
     objectives: dict[str, str] = field(default_factory=dict)
     note: str = ""
     noise: SeedNoise | None = None  # a search's single-run noise, from ``lab calibrate``
+    headline: str = ""  # Markdown above the table (a search's confirmed table, conclusion)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -271,6 +272,8 @@ def numeric_table(results: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
     out["row"] = "result"
     if ctx.kind == "search" and not repeated and ctx.noise is not None:
         _with_noise_bands(out, ctx.noise, ctx.search_objectives.get(ctx.noise.metric, "max"))
+    if ctx.kind == "search" and "baseline" in rows.columns:
+        _with_base_differences(out, rows, ctx)
     if repeated:
         out["n_seeds"] = rows["n_seeds"]
     finished = dict(zip(rows["label"], finished_mask(rows)))
@@ -301,6 +304,30 @@ def _with_noise_bands(out: pd.DataFrame, noise: SeedNoise, mode: str) -> None:
     ]
 
 
+def search_metric(ctx: ReportContext) -> str:
+    """The AP column a search ranks designs by: its first AP objective, else AP."""
+    return next((c for c in ctx.search_objectives if c in AP_KEYS), "AP")
+
+
+def _with_base_differences(out: pd.DataFrame, rows: pd.DataFrame, ctx: ReportContext) -> None:
+    """A search's baseline rows (``baseline``), and every run's difference from the first
+    baseline's run (``vs_base``, points; same seed), n.s. within the calibrated interval of
+    a difference of two single runs (``vs_base_ns``; None without a calibration)."""
+    metric = search_metric(ctx)
+    is_base = rows["baseline"].eq(True).fillna(False).astype(bool).to_numpy()
+    out["baseline"] = is_base
+    done = finished_mask(out).to_numpy()
+    if metric not in out.columns or not (is_base & done).any():
+        return
+    base = float(out.loc[is_base & done, metric].iloc[0])
+    out["vs_base"] = np.where(done & ~is_base, out[metric] - base, np.nan)
+    noise = ctx.noise
+    out["vs_base_ns"] = [
+        None if pd.isna(d) or noise is None else bool(abs(d) <= noise.difference_ci95 * 100.0)
+        for d in out["vs_base"]
+    ]
+
+
 def _improvement(
     out: pd.DataFrame, trials: pd.DataFrame, ctx: ReportContext, shown: list, repeated: bool
 ) -> dict[str, Any]:
@@ -317,6 +344,7 @@ def _improvement(
             extra[f"{col}_ci95"] = diff.ci95 * 100.0
             extra[f"{col}_test"] = diff.test or None
             extra[f"{col}_ns"] = (not diff.significant) if diff.estimated else None
+            extra[f"{col}_mdd"] = diff.minimum_detectable() * 100.0
         if paper:
             extra[f"{col}_paper"] = _change(new[f"{col}_paper"], base[f"{col}_paper"], how)
     if "pareto" in out.columns:

@@ -14,8 +14,13 @@ import pandas as pd
 
 from scaling_lab.atomic import atomic_write_bytes
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.report.stats import LEVEL, SeedNoise
-from scaling_lab.report.sweep_table import ReportContext, numeric_table, param_columns
+from scaling_lab.report.stats import LEVEL, POWER, SeedNoise
+from scaling_lab.report.sweep_table import (
+    ReportContext,
+    numeric_table,
+    param_columns,
+    search_metric,
+)
 from scaling_lab.sweep.columns import PARAM_PREFIX, header, table_columns
 
 FORMATS = ("md", "tex", "csv")
@@ -110,6 +115,19 @@ def _display(numeric: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
             "" if imp else _format_versus_best(d, ns, decimals)
             for d, ns, imp in zip(numeric["vs_best"], numeric["vs_best_ns"], improvement)
         ]
+    if "vs_base" in numeric.columns:
+        base = numeric.loc[numeric["baseline"].eq(True), "label"].iloc[0]
+        out[f"{header(search_metric(ctx))} vs {base}"] = [
+            "" if imp else ("baseline" if b else _format_versus(d, ns, decimals))
+            for d, ns, b, imp in zip(
+                numeric["vs_base"], numeric["vs_base_ns"], numeric["baseline"], improvement
+            )
+        ]
+    if "baseline" in numeric.columns:
+        out["Model"] = [
+            f"{label} (baseline)" if b is True else label
+            for label, b in zip(out["Model"], numeric["baseline"])
+        ]
     if ctx.kind == "search":
         pareto = numeric["pareto"].fillna(False).astype(bool)
         out["Pareto"] = ["*" if p and not imp else "" for p, imp in zip(pareto, improvement)]
@@ -156,11 +174,16 @@ def _cells(numeric: pd.DataFrame, col: str, source: str, how: str | None, decima
 
 
 def _format_versus_best(delta: Any, not_significant: Any, decimals: int) -> str:
+    if not pd.isna(delta) and delta == 0:
+        return "best"
+    return _format_versus(delta, not_significant, decimals)
+
+
+def _format_versus(delta: Any, not_significant: Any, decimals: int) -> str:
+    """A difference in points, ``(n.s.)`` when within the noise (None: no noise estimate)."""
     if pd.isna(delta):
         return MISSING
-    if delta == 0:
-        return "best"
-    return f"{delta:+.{decimals}f}" + (" (n.s.)" if not_significant else "")
+    return f"{delta:+.{decimals}f}" + (" (n.s.)" if not_significant is True else "")
 
 
 def _stats_note(numeric: pd.DataFrame, shown: list[str], ctx: ReportContext) -> str:
@@ -183,7 +206,37 @@ def _stats_note(numeric: pd.DataFrame, shown: list[str], ctx: ReportContext) -> 
     if how:
         level = f"{LEVEL:.0%}"
         note += f" Improvement: difference ± {level} CI ({how}); n.s.: the CI contains 0."
-    return note
+    conclusion = ablation_conclusion(numeric, aps, ctx)
+    return f"{note} {conclusion}" if conclusion else note
+
+
+def ablation_conclusion(numeric: pd.DataFrame, aps: list[str], ctx: ReportContext) -> str:
+    """An ablation's answer on its first AP column: the improvement supported or not at this
+    budget, with its interval, and the minimum detectable difference at these seeds and
+    this noise beside the paper's improvement, so a reader sees whether it could show."""
+    rows = numeric[numeric["row"] == "improvement"]
+    col = next((c for c in aps if f"{c}_ci95" in rows and rows[f"{c}_ci95"].notna().any()), None)
+    if rows.empty or col is None:
+        return ""
+    row = rows.iloc[0]
+    delta, half, mdd = (float(row[c]) for c in (col, f"{col}_ci95", f"{col}_mdd"))
+    name = header(col)
+    verdict = "supported" if abs(delta) > half else "not supported"
+    text = (
+        f"Conclusion: {ctx.against} vs {ctx.baseline}: {name} {delta:+.1f} "
+        f"[{delta - half:+.1f}, {delta + half:+.1f}] points, {verdict} at this budget."
+    )
+    if np.isfinite(mdd):
+        text += (
+            f" The smallest difference these seeds detect with {POWER:.0%} power is "
+            f"{mdd:.1f} points"
+        )
+        paper = row.get(f"{col}_paper")
+        if paper is not None and pd.notna(paper):
+            shows = "could" if abs(float(paper)) >= mdd else "could not"
+            text += f"; the paper's {float(paper):+.1f} {shows} have shown up"
+        text += "."
+    return text
 
 
 def _noise_note(noise: SeedNoise) -> str:
@@ -267,6 +320,8 @@ def _render_md(table: pd.DataFrame, ctx: ReportContext) -> str:
     for col in cells.columns:
         cells[col] = [str(v).replace("|", "\\|") for v in cells[col]]
     parts = [f"# {ctx.heading}"]
+    if ctx.headline.strip():
+        parts += [ctx.headline.strip(), "## Search"]
     if ctx.note.strip():
         parts.append(ctx.note.strip())
     align = ["left" if col in TEXT_HEADERS else "right" for col in cells.columns]

@@ -73,6 +73,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("label", "trial"),
     Column("seed", "trial", numeric=True),
     Column("kind", "trial"),
+    Column("phase", "trial"),  # a search's trials: "search", or "confirm" (fresh seeds)
+    Column("baseline", "trial"),  # a search's baseline model (True) or a design (False)
+    Column("design_key", "trial"),  # a confirm run's design: the key of its search trial
     Column("status", "trial"),
     Column("error", "trial"),
     Column("model", "trial"),
@@ -158,6 +161,7 @@ COLUMNS: tuple[Column, ...] = (
     # written only by some trials
     Column("history", "train", fixed=False),  # AP per epoch, as JSON
     Column("latency_pred_estimated", "latency_pred", fixed=False),
+    Column("machine", "train", fixed=False),  # what the run trained on (scaling_lab.machine)
     Column("proxy", "trial", fixed=False),
     Column("scale", "trial", fixed=False),
     Column("traceback", "trial", fixed=False),

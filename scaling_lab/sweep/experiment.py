@@ -153,6 +153,9 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
         search=search,
         constraints=constraints,
         scheduler=scheduler,
+        baselines=None
+        if declared.baselines is None
+        else tuple(_resolve_model(m, base_dir) for m in declared.baselines),
         baseline=declared.baseline or (labels[0] if labels else None),
         against=declared.against or (labels[-1] if len(labels) > 1 else None),
     )
@@ -187,7 +190,7 @@ def load_experiment(path: str | Path, *, check_graphs: bool = True) -> Experimen
         try:
             check_graphs_of(experiment)
         except UserError as exc:
-            if exc.field not in ("proxy", "base"):
+            if exc.field not in ("proxy", "base") and not str(exc.field).startswith("baselines"):
                 raise
             raise located(exc, source, schema.line_of(data, exc.field)) from None
     return experiment

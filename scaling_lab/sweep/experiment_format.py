@@ -192,6 +192,25 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class Confirm:
+    """After a search: retrain its ``top`` designs (the Pareto front, ranked by the first
+    objective) and every baseline with ``seeds`` fresh seeds, so the headline compares seed
+    means, not the single runs a search picked its winner by (the winner's curse)."""
+
+    top: int = 2
+    seeds: int = 3
+
+    def check(self) -> None:
+        if self.top < 1:
+            raise FieldError("top", f"must be an integer >= 1, got {self.top}")
+        if not 2 <= self.seeds <= MAX_SEEDS:
+            raise FieldError(
+                "seeds",
+                f"must be an integer from 2 to {MAX_SEEDS} (a spread needs two), got {self.seeds}",
+            )
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An experiment file (see the module docstring); internal fields are set on loading."""
 
@@ -214,7 +233,11 @@ class Experiment:
     max_concurrent: int | None = None
     scheduler: Scheduler | Literal["none", "asha"] | None = None  # after loading: Scheduler
     time_budget_s: float | None = None
+    max_failures: int = 2  # Ray retries of a trial that dies (from its last checkpoint)
     proxy: Proxy | None = None  # train a scaled-down stand-in of every model
+    # a search's reference models, trained like its designs (default: the base); none: []
+    baselines: tuple[str, ...] | None = None
+    confirm: Confirm | None = None  # a search's confirm phase (None: none)
     path: str = field(default="", metadata=INTERNAL)
     constraints: tuple[Constraint, ...] = field(default=(), metadata=INTERNAL)
 
@@ -234,12 +257,23 @@ class Experiment:
         if not self.metrics:
             raise FieldError("metrics", "must be a non-empty list")
         self._check_seeds()
+        if self.search is None:
+            for key in ("baselines", "confirm"):
+                if getattr(self, key) is not None:
+                    raise FieldError(
+                        key, "applies to a search; a table's rows are its own baselines"
+                    )
+        for i, model in enumerate(self.baselines or ()):
+            if not model.strip():
+                raise FieldError(f"baselines[{i}]", "must name a zoo model or a spec file")
         if self.paper_table is not None and self.paper_table not in range(1, 9):
             raise FieldError("paper_table", "must be a table number of the paper (1-8)")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise FieldError("max_concurrent", "must be an integer >= 1")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise FieldError("time_budget_s", "must be a positive number of seconds")
+        if self.max_failures < 0:
+            raise FieldError("max_failures", f"must be an integer >= 0, got {self.max_failures}")
         labels = [_label(v) for v in self.variants]
         for i, label in enumerate(labels):
             if label in labels[:i]:
@@ -282,6 +316,14 @@ class Experiment:
                 key = variant.key if repeats == 1 else f"{variant.key}-seed{base + i}"
                 out[key] = (variant, base + i)
         return out
+
+    @property
+    def search_baselines(self) -> tuple[str, ...]:
+        """The models a search trains beside its designs: ``baselines``, default the base
+        (only when the search trains)."""
+        if self.search is None or not self.trains():
+            return ()
+        return tuple(dict.fromkeys(self.baselines if self.baselines is not None else (self.base,)))
 
     @property
     def kind(self) -> str:

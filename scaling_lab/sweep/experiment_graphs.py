@@ -70,6 +70,7 @@ def check_graphs_of(experiment: Experiment) -> None:
         _check_proxy(experiment)
     if experiment.search is None:
         return
+    _check_baselines(experiment)
     search = experiment.search
     base = base_graph(experiment)
     for path, dist in search.space.items():
@@ -86,6 +87,17 @@ def check_graphs_of(experiment: Experiment) -> None:
                 _lowered(experiment, graph, where, search.source, line)
         except UserError as exc:
             raise located(exc, search.source, line) from None
+
+
+def _check_baselines(experiment: Experiment) -> None:
+    """Each search baseline names a model that builds, lowers and (with a proxy) scales."""
+    for i, model in enumerate(experiment.baselines or ()):
+        field = f"baselines[{i}]"
+        graph = base_graph(experiment, model, field)
+        try:
+            _lowered(experiment, training_graph(experiment, graph), model, experiment.path, None)
+        except SpecError as exc:
+            raise SpecError(str(exc), source=experiment.path, field=field) from None
 
 
 def _layers(graph) -> tuple:

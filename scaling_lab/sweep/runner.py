@@ -28,6 +28,14 @@ from typing import Any
 import pandas as pd
 
 from scaling_lab.spec.errors import SpecError
+from scaling_lab.sweep.confirm import (
+    baseline_runs,
+    best_designs,
+    confirm_seeds,
+    design_runs,
+    extra_runs_planned,
+    search_seed,
+)
 from scaling_lab.sweep.experiment_format import Experiment, Scheduler, planned_epochs
 from scaling_lab.sweep.progress import SweepProgress, progress_metric
 from scaling_lab.sweep.ray_setup import (
@@ -41,7 +49,7 @@ from scaling_lab.sweep.rungs import RungRule, row_history, rung_scheduler
 from scaling_lab.sweep.search import Proposal, SearchStudy, logged_batches
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
-from scaling_lab.sweep.trial_keys import trial_key
+from scaling_lab.sweep.trial_keys import EXTRA, trial_key
 
 __all__ = ["LOOPBACK_ENV", "default_progress", "init_ray", "run_sweep"]
 MAX_IDLE_BATCHES = 5  # a search ends after this many batches in a row propose no new design
@@ -180,7 +188,9 @@ class _Session:
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(Path(self.ctx.store_root) / "ray"),
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                failure_config=tune.FailureConfig(
+                    max_failures=experiment.max_failures, fail_fast=False
+                ),
                 callbacks=[self.callback],
                 verbose=1 if self.verbose >= 2 else 0,  # Ray's status table: --verbose only
             ),
@@ -234,6 +244,28 @@ def _record(rule: RungRule | None, store: TrialStore, proposals: list[Proposal])
             rule.record(key, row_history(row))
 
 
+def _run_extras(session: _Session, retry_failed: bool) -> None:
+    """A search's baselines (with the search's seed) and, with ``confirm``, its best designs
+    and baselines with fresh seeds (``confirm.py``): one grid, trained to the end."""
+    from ray import tune
+
+    experiment, store = session.experiment, session.store
+    if not experiment.trains(session.ctx.profile_only):
+        return
+    seed = search_seed(session.settings)
+    runs = baseline_runs(experiment, [seed], "search")
+    if experiment.confirm is not None and experiment.search is not None:
+        seeds = confirm_seeds(session.settings, experiment.confirm.seeds)
+        designs = best_designs(store.rows(), experiment.search.objectives, experiment.confirm.top)
+        runs += design_runs(designs, seeds, first_order=len(runs))
+        runs += baseline_runs(experiment, seeds, "confirm", first_order=len(runs))
+    done = store.terminal_keys(retry_failed=retry_failed)
+    todo = [run for run in runs if run[EXTRA]["key"] not in done]
+    if todo:
+        size = trial_slots(experiment, session.num_cpus, session.address)
+        session.fit(run_trial, {EXTRA: tune.grid_search([r[EXTRA] for r in todo])}, None, size)
+
+
 def _run_search(session: _Session, retry_failed: bool) -> None:
     """Finish and tell the logged batches, then propose, train and tell new ones."""
     experiment, store = session.experiment, session.store
@@ -269,6 +301,7 @@ def _run_search(session: _Session, retry_failed: bool) -> None:
         _record(rule, store, batch)
         idle = 0 if {p.key for p in batch} - known else idle + 1
         number += 1
+    _run_extras(session, retry_failed)
 
 
 def _open_store(sweep_dir: Path, resume: bool) -> TrialStore:
@@ -293,6 +326,8 @@ def default_progress(
     2 (Ray's table takes the terminal then). ``options``: more ``SweepProgress`` arguments."""
     search = experiment.search
     total = search.trials if search else len(experiment.trial_keys(profile_only))
+    if search is not None and not profile_only:
+        total += extra_runs_planned(experiment)
     metric, mode = progress_metric(experiment, profile_only)
     settings = {"metric": metric, "mode": mode, "live": False if verbose >= 2 else None}
     return SweepProgress(experiment.name, total, **{**settings, **options})

@@ -94,18 +94,32 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(columns))
-    search = frame["kind"] == "search"
+    extra = _extra_runs(frame)
+    search = (frame["kind"] == "search") & ~extra
     if search.any():  # search trials numbered in proposal order (start time before): t000, ...
         trials = frame[search].assign(_proposal=frame["order"].where(frame["order"] >= 0))
         ranked = trials.sort_values(["_proposal", "started_at", "key"], kind="stable").index
         frame.loc[ranked, "order"] = range(len(ranked))
         frame.loc[ranked, "label"] = [f"t{i:03d}" for i in range(len(ranked))]
+    if extra.any():  # baselines and confirm runs after the trials; a design's run its label
+        labels = dict(zip(frame.loc[search, "key"], frame.loc[search, "label"]))
+        designs = extra & frame["design_key"].notna()
+        frame.loc[designs, "label"] = [labels.get(k, k) for k in frame.loc[designs, "design_key"]]
+        frame.loc[extra, "order"] = int(search.sum()) + frame.loc[extra, "order"].astype(int)
     for column in columns:
         if column not in frame:
             frame[column] = None
     extra = sorted(c for c in frame.columns if c not in columns)
     frame = frame[[*columns, *extra]]
     return frame.sort_values(["order", "seed", "key"], kind="stable").reset_index(drop=True)
+
+
+def _extra_runs(frame: pd.DataFrame) -> pd.Series:
+    """A search's baseline and confirm-phase rows (``sweep/confirm.py``)."""
+    if "phase" not in frame:
+        return pd.Series(False, index=frame.index)
+    baseline = frame["baseline"].eq(True) if "baseline" in frame else False
+    return frame["phase"].eq("confirm") | baseline
 
 
 def write_results(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -30,9 +30,28 @@ def sampled_params(experiment: Experiment, config: Mapping[str, Any]) -> dict[st
     return {k: v for k, v in config.items() if k in space}
 
 
+# a Ray config's entry for a search's baseline or confirm run (``sweep/confirm.py``): key,
+# label, model (None: the base), params, seed, order, phase, baseline, design_key
+EXTRA = "extra"
+
+
+def row_marks(experiment: Experiment, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a search trial's row says of its role: phase, baseline, design_key (a table's
+    rows: nothing)."""
+    if experiment.search is None:
+        return {}
+    extra = config.get(EXTRA)
+    if extra is None:
+        return {"phase": "search", "baseline": False, "design_key": None}
+    return {key: extra.get(key) for key in ("phase", "baseline", "design_key")}
+
+
 def trial_key(experiment: Experiment, config: Mapping[str, Any]) -> str:
     """The key (trial folder) of a Ray config: the variant's own, or for a search the hash
-    of the sampled values. The driver and the trial both name a trial by it."""
+    of the sampled values (a baseline or confirm run: its own). The driver and the trial
+    both name a trial by it."""
+    if EXTRA in config:
+        return str(config[EXTRA]["key"])
     if experiment.search is None:
         return str(config["variant"])
     return params_key(sampled_params(experiment, config))

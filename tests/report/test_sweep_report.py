@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_lab.report.pareto import pareto_front, pareto_mask
 from scaling_lab.report.sweep_plots import write_plots
 from scaling_lab.report.sweep_table import ReportContext, numeric_table
 from scaling_lab.report.sweep_table_render import paper_table, render, tex_escape, write_report
+from scaling_lab.sweep.pareto import pareto_front, pareto_mask
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMPROVEMENT = "improvement (small vs base)"

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_lab.report.pareto import pareto_mask
 from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.paper_figures import paper_rows
+from scaling_lab.sweep.pareto import pareto_mask
 from scaling_lab.sweep.runner import run_sweep
 from scaling_lab.sweep.store import TrialStore
 
