@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Iterator
@@ -29,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from scaling_lab.atomic import atomic_write_text
+from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
 from scaling_lab.sweep.columns import PARAM_PREFIX
 from scaling_lab.sweep.experiment_format import Experiment, Scheduler, Variant, planned_epochs
 from scaling_lab.sweep.experiment_graphs import training_graph, variant_graph
+from scaling_lab.sweep.faults import FAULTS_ENV, FaultInjector, parse_faults
 from scaling_lab.sweep.materialize import Overrides, merge_train
 from scaling_lab.sweep.rungs import rung_epochs
 from scaling_lab.sweep.store import TERMINAL, TrialStore
-from scaling_lab.sweep.trial_keys import sampled_params, trial_key
+from scaling_lab.sweep.trial_keys import EXTRA, row_marks, sampled_params, trial_key
 
 INFEASIBLE_AP = 0.0  # what a search is told for a design that breaks a constraint
 
@@ -52,6 +55,12 @@ class TrialContext:
     profile_only: bool = False
     budget: str | None = None
     retry_failed: bool = False
+    # test faults (``faults.py``): read from the driver's environment, so they reach trials
+    # on every node; empty for users
+    faults: str = dataclasses.field(default_factory=lambda: os.environ.get(FAULTS_ENV, ""))
+
+    def __post_init__(self) -> None:
+        parse_faults(self.faults)  # a malformed entry fails before any trial starts
 
 
 def _now() -> str:
@@ -65,6 +74,12 @@ def resolve_variant(
     parameters, and for a repeated row its seed (None: the settings' own)."""
     experiment = ctx.experiment
     key = trial_key(experiment, config)
+    extra = config.get(EXTRA)
+    if extra is not None:  # a search's baseline or confirm run: its model, design and seed
+        variant = Variant(
+            label=str(extra["label"]), model=extra.get("model"), order=int(extra["order"]), key=key
+        )
+        return variant, dict(extra.get("params") or {}), int(extra["seed"])
     if experiment.search is None:
         variant, seed = experiment.trial_keys(ctx.profile_only)[key]
         repeated = experiment.repeats(ctx.profile_only) > 1
@@ -177,6 +192,7 @@ class Trial:
         self.experiment = ctx.experiment
         self.store = TrialStore(ctx.store_root)
         self.variant, self.sampled, self.seed = resolve_variant(config, ctx)
+        self.marks = row_marks(ctx.experiment, config)  # a search's: phase, baseline
         # what the trial changes, split once: the row's overrides, then the sampled values
         self.changes = self.variant.changes.over(Overrides.from_paths(self.sampled))
         self.settings = merge_train(self.experiment.train_config(ctx.budget), self.changes.train)
@@ -205,22 +221,45 @@ class Trial:
                 _report(stored, self.ctx)  # already done: never trained twice
                 return
             self.row = _new_row(self.variant, self.sampled, self.changes, self.ctx, self.row_seed)
+            self.row.update(self.marks)
+            self.row["attempts"] = 1
             if stored is not None and stored.get("status") == "running":  # interrupted
                 self.wall_before = float(stored.get("wall_s") or 0.0)
                 self.row["order"], self.row["label"] = stored["order"], stored["label"]
                 self.row["started_at"] = stored.get("started_at", self.row["started_at"])
+                # a Ray retry or a resumed sweep: this attempt goes on from the checkpoint
+                self.row["attempts"] = int(stored.get("attempts") or 1) + 1
+                if stored.get("retry_errors"):
+                    self.row["retry_errors"] = stored["retry_errors"]
             self.save()
             try:
                 self._run()
             except _TrialStoppedError:
                 return
             except Exception as exc:
-                self.row["status"] = "failed"
-                self.row["error"] = f"{type(exc).__name__}: {exc}"
-                self.row["traceback"] = traceback.format_exc(limit=8)
-                self.row["finished_at"] = _now()
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Record ``exc``. A transient error (a crash, out of memory, a data loader that
+        died) leaves the row ``running`` and is re-raised: Ray retries the trial up to
+        ``max_failures`` times, from its last checkpoint, and the driver marks the row
+        ``failed`` when Ray gives up. An error the experiment causes (its data, its spec, a
+        non-finite loss: a retry would meet it again) fails the trial at once."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.row["error"] = error
+        self.row["traceback"] = traceback.format_exc(limit=8)
+        transient = not isinstance(exc, (UserError, FloatingPointError))
+        if transient and self.experiment.max_failures > 0:
+            errors = json.loads(self.row.get("retry_errors") or "[]")
+            self.row["retry_errors"] = json.dumps([*errors, error])
+            with contextlib.suppress(_TrialStoppedError):
                 self.save()
-                raise
+            raise exc
+        self.row["status"] = "failed"
+        self.row["finished_at"] = _now()
+        self.save()
+        if transient:  # max_failures 0: Ray marks the trial errored, as before
+            raise exc
 
     def _run(self) -> None:
         from scaling_lab.graph.block_graph import dump_spec
@@ -302,6 +341,7 @@ class Trial:
     def _train(self, graph) -> None:
         import torch
 
+        from scaling_lab.machine import machine_line
         from scaling_lab.train.config import TrainConfig
         from scaling_lab.train.evaluation import plain_number
         from scaling_lab.train.trainer import resume, train
@@ -324,16 +364,27 @@ class Trial:
             reported.append(trainer.epoch)
             _report(self.row, self.ctx)
 
+        hooks: dict[str, Any] = {"epoch_callbacks": [on_epoch]}
+        injector = FaultInjector(parse_faults(self.ctx.faults), self.variant.key, self.folder)
+        if injector.pending:  # tests only (SCALING_LAB_FAULTS)
+            from scaling_lab.train.backends import Backends
+
+            hooks["callbacks"] = [injector.on_step]
+            if injector.wants_loader:
+                build = injector.wrap_build(Backends().get_build_dataloader())
+                hooks["backends"] = Backends(build_dataloader=build)
         if (run_dir / "weights" / "last.pt").is_file():
-            summary = resume(run_dir, epoch_callbacks=[on_epoch])
+            summary = resume(run_dir, **hooks)
         else:
             config = TrainConfig(
                 model=str(self.folder / "spec.yaml"),  # the record; trained: ``graph``
                 out=str(run_dir),
                 **{"progress": False, "tensorboard": False, **settings},
             )
-            summary = train(config, graph=graph, epoch_callbacks=[on_epoch])
+            summary = train(config, graph=graph, **hooks)
         self.row["epochs_done"] = summary.get("epochs")
+        if summary.get("machine"):
+            self.row["machine"] = machine_line(summary["machine"])
         for key in AP_KEYS:
             self.row[key] = plain_number(summary.get("metrics", {}).get(key))
         self.row["history"] = json.dumps(epoch_history(run_dir / "results.csv"))
