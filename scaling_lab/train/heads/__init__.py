@@ -50,7 +50,7 @@ def register_head(family: HeadFamily) -> HeadFamily:
 
 
 def _load_families() -> None:
-    from scaling_lab.train.heads import yolov7, yolox  # noqa: F401  (they register)
+    from scaling_lab.train.heads import ppyoloe, yolov7, yolox  # noqa: F401  (they register)
 
 
 def head_family(model: nn.Module) -> HeadFamily:
