@@ -1,5 +1,11 @@
 """COCO evaluation: NMS'd boxes mapped back to the original images, COCO-format predictions
-and pycocotools' COCOeval (AP at IoU .50:.95, .50, .75, per size).
+and COCOeval (AP at IoU .50:.95, .50, .75, per size).
+
+COCOeval runs through faster-coco-eval (``evaluator="faster"``, the default: pycocotools'
+algorithm with its per-image matching and accumulation in C++, several times faster) or
+pycocotools itself (``evaluator="pycocotools"``, the reference). Both give identical AP on the
+project's predictions (tests/train/test_coco_eval_faster.py); benchmarks/coco_eval_speed.py
+times them side by side.
 
 The reference protocol (its test.py): ``nn.postprocess.non_max_suppression`` at its defaults
 (confidence 0.001, IoU 0.65, at most 300 boxes per image, multi-label, score = objectness x
@@ -10,6 +16,7 @@ input back to the original image and clipped to it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from pathlib import Path
@@ -53,29 +60,61 @@ def to_coco_json(
     return results
 
 
+EVALUATORS = ("faster", "pycocotools")
+DEFAULT_EVALUATOR = "faster"
+
+
+def _api(evaluator: str) -> tuple[type, type]:
+    """(COCO, COCOeval) classes of an evaluator."""
+    if evaluator == "faster":
+        import faster_coco_eval
+
+        return faster_coco_eval.COCO, faster_coco_eval.COCOeval_faster
+    if evaluator == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    raise UserError(
+        f"unknown COCO evaluator '{evaluator}' (known: {', '.join(EVALUATORS)})",
+        field="evaluator",
+    )
+
+
+def load_gt(ann_file: str | Path | object, evaluator: str = DEFAULT_EVALUATOR) -> object:
+    """The ground truth as the evaluator's COCO object: read from a file, or taken from a
+    loaded COCO of either library (the other library's is rebuilt from its ``dataset``)."""
+    coco_cls, _ = _api(evaluator)
+    if isinstance(ann_file, coco_cls):
+        return ann_file
+    source = getattr(ann_file, "dataset", None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        if isinstance(source, dict):
+            gt = coco_cls()
+            gt.dataset = copy.deepcopy(source)
+            gt.createIndex()
+            return gt
+        return coco_cls(str(ann_file))
+
+
 def coco_metrics(
     ann_file: str | Path | object,
     results: list[dict],
     image_ids: list[int] | None = None,
     *,
     verbose: bool = False,
+    evaluator: str = DEFAULT_EVALUATOR,
 ) -> dict:
     """COCOeval (bbox) of ``results`` against the ground truth.
 
-    ``ann_file``: a COCO instances file or a loaded ``pycocotools.coco.COCO``. Only
-    ``image_ids`` are scored (default: every image in the file). Returns ``AP_KEYS`` and
+    ``ann_file``: a COCO instances file or a loaded COCO object (pycocotools' or
+    faster-coco-eval's). Only ``image_ids`` are scored (default: every image in the file).
+    ``evaluator``: ``faster`` (faster-coco-eval) or ``pycocotools``. Returns ``AP_KEYS`` and
     ``RECALL_KEYS`` as fractions; a size range without ground truth gives NaN (COCOeval's -1);
     no predictions give zeros.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    if isinstance(ann_file, COCO):
-        gt = ann_file
-    else:
-        with quiet:
-            gt = COCO(str(ann_file))
+    _, cocoeval_cls = _api(evaluator)
+    gt = load_gt(ann_file, evaluator)
     if image_ids is None:
         image_ids = gt.getImgIds()
     if not results or not image_ids:
@@ -83,15 +122,18 @@ def coco_metrics(
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to its input
-        ev = COCOeval(gt, dt, "bbox")
+        # faster-coco-eval logs through print_function: to stdout, as pycocotools prints
+        extra = {"print_function": print} if evaluator == "faster" else {}
+        ev = cocoeval_cls(gt, dt, "bbox", **extra)
         ev.params.imgIds = sorted(set(image_ids))
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     if verbose:
         print(out.getvalue().split("DONE", 1)[-1].split("\n", 1)[-1], end="")
-    stats = [float(v) if v >= 0 else float("nan") for v in ev.stats]
-    return dict(zip(AP_KEYS + RECALL_KEYS, stats))
+    keys = AP_KEYS + RECALL_KEYS  # faster-coco-eval may append more stats: not used
+    stats = [float(v) if v >= 0 else float("nan") for v in ev.stats[: len(keys)]]
+    return dict(zip(keys, stats))
 
 
 def _class_ids(loader, gt) -> list[int]:
@@ -124,6 +166,7 @@ def evaluate(
     save_json: Path | None = None,
     progress: bool = True,
     max_det: int = MAX_DET,
+    evaluator: str = DEFAULT_EVALUATOR,
 ) -> dict:
     """COCO AP of ``model`` on the images of ``loader`` (a val loader: letterbox, no shuffle).
 
@@ -131,15 +174,13 @@ def evaluate(
     and must return decoded (B, N, 5 + nc) predictions (a tuple's first element is taken).
     ``half`` runs under fp16 autocast on CUDA. ``class_ids[i]`` is the COCO category id of
     class index ``i`` (default: the loader's dataset's ``category_ids``, else the file's
-    sorted category ids). ``save_json`` writes the COCO-format predictions.
+    sorted category ids). ``save_json`` writes the COCO-format predictions. ``evaluator``:
+    ``faster`` (faster-coco-eval, the default) or ``pycocotools`` (the reference).
 
     Returns ``AP_KEYS``, ``RECALL_KEYS``, ``n_images`` and ``n_predictions``; AP values are
     fractions (0..1).
     """
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(ann_file))
+    gt = load_gt(ann_file, evaluator)
     class_ids = list(class_ids) if class_ids is not None else _class_ids(loader, gt)
     device = torch.device(device)
     use_amp = half and device.type == "cuda"
@@ -166,6 +207,6 @@ def evaluate(
     if save_json is not None:
         Path(save_json).parent.mkdir(parents=True, exist_ok=True)
         Path(save_json).write_text(json.dumps(results))
-    metrics = coco_metrics(gt, results, seen, verbose=progress)
+    metrics = coco_metrics(gt, results, seen, verbose=progress, evaluator=evaluator)
     metrics.update(n_images=len(seen), n_predictions=len(results))
     return metrics
