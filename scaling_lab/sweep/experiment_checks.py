@@ -184,3 +184,18 @@ def _check_trial_settings(settings: dict[str, Any], source: str, where: str) -> 
             if exc.source and exc.source != data:
                 detail = f"{exc.source}: {detail}"
             raise SpecError(f"'{data}': {detail}", source=source, field=f"{where}.data") from None
+
+
+def dataset_refs(
+    experiment: Experiment, profile_only: bool, budget: str | None = None
+) -> list[tuple[str, str]]:
+    """(where, dataset) of every trial's training settings, each dataset once: what every
+    node of a cluster must have (``ray_setup.check_cluster``)."""
+    if not experiment.trains(profile_only):
+        return []
+    refs: dict[str, str] = {}
+    for where, settings in _trial_settings(experiment, budget):
+        data = settings.get("data")
+        if isinstance(data, str):
+            refs.setdefault(data, where)
+    return [(where, data) for data, where in refs.items()]

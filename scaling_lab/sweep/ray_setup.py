@@ -80,8 +80,23 @@ def init_ray(address: str | None, num_cpus: int | None = None, verbose: int = 1)
         ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
 
 
+def check_gpu_request(experiment: Experiment) -> None:
+    """Ray shares a GPU between trials asking for fractions of one (0.25, 0.3: four or three
+    to a GPU) and gives whole GPUs; a request above 1 that is not whole (1.5) packs onto no
+    GPU and the trial would wait forever."""
+    gpu = experiment.resources.gpu
+    if gpu > 1 and not float(gpu).is_integer():
+        raise SpecError(
+            f"a trial asks for {gpu:g} GPUs, which Ray cannot pack: ask for a fraction of one "
+            "GPU (below 1) or a whole number",
+            source=experiment.path,
+            field="resources.gpu",
+        )
+
+
 def check_resources(experiment: Experiment, num_cpus: int | None) -> None:
     """A trial asking the embedded Ray for more than this machine has would wait forever."""
+    check_gpu_request(experiment)
     cpus = num_cpus or os.cpu_count() or 1
     want = experiment.resources
     if want.cpu > cpus:
@@ -141,3 +156,90 @@ def ray_output(verbose: int) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def probe_node(store_root: str, data: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """Run on one node of a cluster (a Ray task): the sweep's storage is writable there and
+    every dataset is there. The first problem as (field, message), or None."""
+    import uuid
+    from pathlib import Path
+
+    from scaling_lab.data.sources import check_data_ref
+    from scaling_lab.errors import UserError
+
+    probe = Path(store_root) / f".probe-{uuid.uuid4().hex}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("probe\n")
+        probe.unlink()
+    except OSError as exc:
+        return "storage", f"cannot write the sweep storage {store_root}: {exc.strerror or exc}"
+    for where, ref in data:
+        try:
+            check_data_ref(ref)
+        except UserError as exc:
+            return f"{where}.data", f"dataset '{ref}' is not there: {exc.reason}"
+    return None
+
+
+def check_cluster(
+    experiment: Experiment,
+    address: str,
+    store_root: str,
+    data: list[tuple[str, str]],
+    verbose: int = 1,
+    timeout_s: float = 120.0,
+) -> None:
+    """Before any trial of a sweep on a cluster: some node has the CPUs and GPUs a trial
+    asks for, and every node can write the sweep's storage (trials of any node, and their
+    retries on another, write their rows and checkpoints there) and has the datasets.
+    ``data``: (where, dataset) pairs, relative paths resolved against this folder."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check_gpu_request(experiment)
+    init_ray(address, None, verbose)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    want = experiment.resources
+
+    def has(node: dict, name: str) -> float:
+        return float(node.get("Resources", {}).get(name, 0.0))
+
+    if not any(has(n, "CPU") >= want.cpu and has(n, "GPU") >= want.gpu for n in nodes):
+        most = max(nodes, key=lambda n: (has(n, "GPU"), has(n, "CPU")), default={})
+        field = (
+            "resources.gpu"
+            if want.gpu > max((has(n, "GPU") for n in nodes), default=0)
+            else "resources.cpu"
+        )
+        raise SpecError(
+            f"a trial asks for {want.cpu:g} CPUs and {want.gpu:g} GPUs, more than any node of "
+            f"the cluster at '{address}' has (the largest: {has(most, 'CPU'):g} CPUs, "
+            f"{has(most, 'GPU'):g} GPUs)",
+            source=experiment.path,
+            field=field,
+        )
+    from pathlib import Path
+
+    data = [(w, ref if ref.startswith("synth") else str(Path(ref).resolve())) for w, ref in data]
+    probe = ray.remote(num_cpus=0)(probe_node)
+    asks = {
+        node["NodeID"]: probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(store_root, data)
+        for node in nodes
+    }
+    for node_id, ref in asks.items():
+        where = f"node {node_id[:8]}"
+        try:
+            problem = ray.get(ref, timeout=timeout_s)
+        except Exception as exc:  # GetTimeoutError, a node that died meanwhile
+            raise SpecError(
+                f"{where} of the cluster at '{address}' did not answer the storage check: "
+                f"{type(exc).__name__}",
+                field="address",
+            ) from None
+        if problem is not None:
+            field, message = problem
+            source = experiment.path if field != "storage" else None
+            raise SpecError(f"{where}: {message}", source=source, field=field)

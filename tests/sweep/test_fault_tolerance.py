@@ -119,3 +119,50 @@ def test_killed_and_raising_trials_resume_bit_identical_and_a_hopeless_one_fails
             assert ours[part].keys() == theirs[part].keys()
             for name, tensor in ours[part].items():
                 assert torch.equal(tensor, theirs[part][name]), (key, part, name)
+
+
+def _experiment(tmp_path: Path, resources: str = "{cpu: 1}", data: str = "synth:images=24,size=64"):
+    path = tmp_path / "cluster.yaml"
+    text = TINY.replace("EXTRA\n", "").replace("resources: {cpu: 1}", f"resources: {resources}")
+    path.write_text(text.replace("synth:images=24,size=64", data))
+    return load_experiment(path)
+
+
+def test_a_gpu_request_ray_cannot_pack_is_one_line(tmp_path):
+    from scaling_lab.sweep.ray_setup import check_gpu_request
+
+    for packable in ("{cpu: 1, gpu: 0.3}", "{cpu: 1, gpu: 2}", "{cpu: 1}"):
+        check_gpu_request(_experiment(tmp_path, packable))
+    with pytest.raises(UserError, match=r"1\.5 GPUs, which Ray cannot pack") as info:
+        check_gpu_request(_experiment(tmp_path, "{cpu: 1, gpu: 1.5}"))
+    assert info.value.field == "resources.gpu" and "\n" not in str(info.value)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_cluster_checks_name_the_storage_the_data_or_the_resources(tmp_path):
+    """On a cluster every node must write the storage and see the datasets, and some node
+    must have a trial's resources (the module's Ray session stands in for a cluster)."""
+    from scaling_lab.sweep.experiment_checks import dataset_refs
+    from scaling_lab.sweep.ray_setup import check_cluster
+
+    experiment = _experiment(tmp_path)
+    refs = dataset_refs(experiment, profile_only=False)
+    assert refs == [("train", "synth:images=24,size=64")]
+    check_cluster(experiment, "local", str(tmp_path / "runs" / "x"), refs, verbose=0)
+    assert (tmp_path / "runs" / "x").is_dir() and not list((tmp_path / "runs" / "x").iterdir())
+
+    (tmp_path / "file").write_text("")  # a folder below a file: no node can write it
+    with pytest.raises(UserError, match="cannot write the sweep storage") as info:
+        check_cluster(experiment, "local", str(tmp_path / "file" / "runs"), refs, verbose=0)
+    assert info.value.field == "storage" and "\n" not in str(info.value)
+
+    missing = _experiment(tmp_path, data=str(tmp_path / "nowhere"))
+    refs = dataset_refs(missing, profile_only=False)
+    with pytest.raises(UserError, match="is not there: no such dataset folder") as info:
+        check_cluster(missing, "local", str(tmp_path / "runs" / "y"), refs, verbose=0)
+    assert info.value.field == "train.data"
+
+    greedy = _experiment(tmp_path, "{cpu: 1, gpu: 4}")
+    with pytest.raises(UserError, match="more than any node of the cluster") as info:
+        check_cluster(greedy, "local", str(tmp_path / "runs" / "z"), [], verbose=0)
+    assert info.value.field == "resources.gpu"
