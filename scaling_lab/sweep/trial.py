@@ -4,8 +4,12 @@ The trial materializes its spec (base + overrides + transforms), counts params a
 times it when latency is collected, checks the constraints (a design that breaks one is
 ``infeasible`` and not trained), then trains and evaluates it with the trainer, reporting AP
 after every epoch so ASHA can stop poor trials. It writes its row to the results store at
-each stage; an exception is recorded in the row (``failed``, with its message) and re-raised
-so Ray Tune marks the trial errored and the sweep goes on.
+each stage. A transient exception (a crash, out of memory, a data loader that died) is
+recorded in the row, which stays ``running``, and re-raised: Ray Tune retries the trial up to
+``max_failures`` times and the retry resumes from the checkpoint; the driver marks the row
+``failed`` when Ray gives up, and the sweep goes on. An error the experiment causes (data,
+spec, a non-finite loss) fails the trial at once. ``SCALING_LAB_FAULTS`` (tests only,
+``faults.py``) injects such faults at a chosen step.
 
 A trial whose key already has a finished row reports that row and returns (resume, or a
 search sampling a design twice); one with a training checkpoint resumes from it; a lock file
