@@ -5,6 +5,7 @@ Layout of a sweep's folder (``--storage DIR``, default ``runs/sweeps``)::
     DIR/EXPERIMENT/trials/KEY/row.json    the trial's row (status running -> finished, ...)
     DIR/EXPERIMENT/trials/KEY/spec.yaml   the materialized spec the trial profiled / trained
     DIR/EXPERIMENT/trials/KEY/train/      the training run (checkpoints: a killed trial resumes)
+    DIR/EXPERIMENT/trials/KEY/faults/     markers of injected test faults (``faults.py``)
     DIR/EXPERIMENT/optuna.db              the Optuna study of a search (SQLite)
     DIR/EXPERIMENT/proposals.json         a search's proposals in order, batch by batch
     DIR/EXPERIMENT/ray/                   Ray Tune's own experiment folder
