@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     check_output_dir(args.storage, "storage")
     check_output_dir(args.reports, "reports")
+    if args.proxies and (Path(args.reports) / experiment.name / "calibration.json").is_file():
+        return _rescore(experiment, args, verbose)
     calibration = run_calibration(
         experiment,
         designs=args.designs,
@@ -110,12 +113,35 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out_dir = Path(args.reports) / experiment.name
     for path in write_calibration(report, calibration.runs, out_dir):
         print(path)
+    if args.proxies:
+        return _rescore(experiment, args, verbose)
     values = ", ".join(
         f"{name} {'n/a' if report[name] is None else format(report[name], '.2f')}"
         for name in ("icc", "kendall_tau_seeds", "kendall_tau_rung_final")
     )
     verdict = "separates the designs" if report["separates"] else "does not separate the designs"
     print(f"{experiment.name}: {values}: the budget {verdict}")
+    return 0
+
+
+def _rescore(experiment, args: argparse.Namespace, verbose: int) -> int:
+    """``--proxies``: the predictors' taus added to the existing calibration, no training."""
+    from scaling_lab.report.proxy_stats import above_zero
+    from scaling_lab.sweep.calibrate_proxies import rescore_calibration
+
+    reports, table = args.reports, args.latency_table
+    for path in rescore_calibration(experiment, reports, progress=verbose >= 1, table=table):
+        print(path)
+    report = json.loads((Path(reports) / experiment.name / "calibration.json").read_text())
+    taus = ", ".join(
+        f"{name} {'n/a' if e['kendall_tau'] is None else format(e['kendall_tau'], '+.2f')}"
+        for name, e in report["proxies"].items()
+    )
+    good = above_zero(report["proxies"])
+    verdict = (
+        f"interval above 0: {', '.join(good)}" if good else "no predictor's interval lies above 0"
+    )
+    print(f"{experiment.name}: Kendall tau with {report['metric']}: {taus}; {verdict}")
     return 0
 
 
@@ -162,6 +188,18 @@ def add_commands(sub) -> None:
     )
     calibrate.add_argument(
         "--seeds", type=bounded(2, MAX_SEEDS), default=3, help="runs per design (default 3)"
+    )
+    add_switch(
+        calibrate,
+        "--proxies",
+        "Kendall tau of params, FLOPs, predicted latency and training-free proxies with the "
+        "trained metric; an existing calibration.json is rescored without training",
+    )
+    calibrate.add_argument(
+        "--latency-table",
+        metavar="TABLE.json",
+        help="with --proxies: the latency table latency_pred comes from (default: the "
+        "experiment's latency.table; none: latency_pred is n/a)",
     )
     _add_run_flags(calibrate)
     calibrate.set_defaults(func=_cmd_calibrate)

@@ -265,6 +265,8 @@ def _noise_lines(report: dict) -> list[str]:
 
 
 def calibration_markdown(report: dict) -> str:
+    from scaling_lab.report.proxy_stats import proxy_markdown
+
     metric = report["metric"]
     unit = " (%)" if metric in AP_KEYS else ""
     if report["separates"]:
@@ -303,6 +305,7 @@ def calibration_markdown(report: dict) -> str:
             f"| {d['label']} | `{changes}` | {d['n']} | {_value(metric, d['mean'])} | "
             f"{_value(metric, d['std'])} | {_value(report['rung_metric'], d['rung_mean'])} |"
         )
+    lines += proxy_markdown(report)
     return "\n".join(lines) + "\n"
 
 
