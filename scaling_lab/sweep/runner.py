@@ -1,12 +1,15 @@
 """``run_sweep``: an experiment's trials through Ray Tune (``lab sweep``).
 
-Variants run as one grid in a ``ray.tune.Tuner``. A search is batch-synchronous
-(``search.py``): the driver asks Optuna (TPE for one objective, NSGA-II for several) for as
-many designs as run at once, trains them in a Tuner of their own, tells the sampler their
-results in proposal order, and asks for the next batch; its study lives in SQLite in the sweep
-folder (or the RDB URL the experiment gives) and is rebuilt from the proposal log and the trial
-rows on every start. So the same command proposes the same designs in the same order, and
-early stopping (``rungs.py``) judges a trial against earlier batches only. Ray is started
+Variants run as one grid in a ``ray.tune.Tuner``. A search runs in batches (``search.py``):
+the driver asks Optuna (TPE for one objective, NSGA-II for several) for as many designs as run
+at once and tells the sampler their results in proposal order; the batches are pipelined
+(``pipeline.py``): one Tuner trains them as slots free, and batch b is asked once the batches
+up to b - 2 are over, so no slot idles through a batch's tail. The study lives in SQLite in the
+sweep folder (or the RDB URL the experiment gives) and is rebuilt from the proposal log and
+the trial rows on every start. So the same command proposes the same designs in the same
+order, and early stopping (``rungs.py``) judges a trial of batch b against the batches up to
+b - 2 only. A search with baselines or a confirm phase trains them last (``confirm.py``). Ray
+is started
 embedded on this machine unless ``address`` names a running cluster (whose workers must see
 the storage folder).
 
@@ -37,6 +40,7 @@ from scaling_lab.sweep.confirm import (
     search_seed,
 )
 from scaling_lab.sweep.experiment_format import Experiment, Scheduler, planned_epochs
+from scaling_lab.sweep.pipeline import LAG, Pipeline, pipeline_searcher
 from scaling_lab.sweep.progress import SweepProgress, progress_metric
 from scaling_lab.sweep.ray_setup import (
     LOOPBACK_ENV,
@@ -45,7 +49,7 @@ from scaling_lab.sweep.ray_setup import (
     ray_output,
     trial_slots,
 )
-from scaling_lab.sweep.rungs import RungRule, row_history, rung_scheduler
+from scaling_lab.sweep.rungs import RungRule, rung_scheduler
 from scaling_lab.sweep.search import Proposal, SearchStudy, logged_batches
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
@@ -161,10 +165,15 @@ class _Session:
         return self.experiment.time_budget_s - (time.monotonic() - self.started)
 
     def fit(
-        self, trainable: Any, param_space: dict, scheduler: Any, concurrent: int | None
+        self,
+        trainable: Any,
+        param_space: dict,
+        scheduler: Any,
+        concurrent: int | None,
+        search_alg: Any = None,
     ) -> None:
-        """One Tuner over ``param_space`` (a grid), ``concurrent`` trials at a time; nothing
-        once the experiment's time budget is spent."""
+        """One Tuner over ``param_space`` (a grid) or the designs ``search_alg`` hands out,
+        ``concurrent`` trials at a time; nothing once the experiment's time budget is spent."""
         from ray import tune
 
         time_left = self.time_left()
@@ -180,6 +189,8 @@ class _Session:
             ),
             param_space=param_space,
             tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                num_samples=-1 if search_alg is not None else 1,
                 scheduler=scheduler,
                 max_concurrent_trials=concurrent,
                 time_budget_s=time_left,
@@ -230,18 +241,8 @@ def _run_batch(
             designs.append(proposal.design)
     if not designs:
         return
-    scheduler = rung_scheduler(rule) if rule is not None else None
+    scheduler = rung_scheduler(rule, lag=LAG) if rule is not None else None
     session.fit(run_design, {"design": tune.grid_search(designs)}, scheduler, len(designs))
-
-
-def _record(rule: RungRule | None, store: TrialStore, proposals: list[Proposal]) -> None:
-    """The batch's trials become the rung records later batches are judged against."""
-    if rule is None:
-        return
-    for key in dict.fromkeys(p.key for p in proposals):
-        row = store.read(key)
-        if row is not None and row.get("status") in ("finished", "stopped"):
-            rule.record(key, row_history(row))
 
 
 def _run_extras(session: _Session, retry_failed: bool) -> None:
@@ -267,40 +268,28 @@ def _run_extras(session: _Session, retry_failed: bool) -> None:
 
 
 def _run_search(session: _Session, retry_failed: bool) -> None:
-    """Finish and tell the logged batches, then propose, train and tell new ones."""
+    """Replay the logged batches (finishing any left unfinished), then propose and train the
+    rest in one Tuner whose searcher hands out designs as slots free (``pipeline.py``)."""
     experiment, store = session.experiment, session.store
     search = experiment.search
     assert search is not None
     study = SearchStudy(experiment, Path(session.ctx.store_root))
     trains = experiment.trains(session.ctx.profile_only)
     rule = _rung_rule(experiment, session.settings) if trains else None
-    logged = logged_batches(store)
-    log = [p for batch in logged for p in batch]
-    for batch in logged:
-        study.replay(batch)
-        done = store.terminal_keys(retry_failed=retry_failed)
-        _run_batch(session, batch, {p.key for p in batch} - done, rule)
-        study.tell(batch, store)
-        _record(rule, store, batch)
     if experiment.max_concurrent is None:  # the batch size asks Ray what it has
         init_ray(session.address, session.num_cpus, session.verbose)
     size = trial_slots(experiment, session.num_cpus, session.address)
-    idle, number = 0, len(logged)
-    while len({p.key for p in log}) < search.trials and idle < MAX_IDLE_BATCHES:
-        left = session.time_left()
-        if left is not None and left <= 0:
-            break
-        known = {p.key for p in log}
-        count = min(size, search.trials - len(known))
-        batch = study.ask(number, count, first_index=len(log), known=frozenset(known))
-        log += batch
-        store.write_proposals([p.as_dict() for p in log])
-        done = store.terminal_keys()
-        _run_batch(session, batch, {p.key for p in batch} - done, rule)
-        study.tell(batch, store)
-        _record(rule, store, batch)
-        idle = 0 if {p.key for p in batch} - known else idle + 1
-        number += 1
+    pipeline = Pipeline(study, store, rule, search.trials, size, MAX_IDLE_BATCHES)
+
+    def finish(batch: list[Proposal]) -> None:
+        todo = {p.key for p in batch} - store.terminal_keys(retry_failed=retry_failed)
+        _run_batch(session, batch, todo, rule)
+
+    for batch in logged_batches(store):
+        pipeline.replay(batch, finish)
+    pipeline.resume_queue(retry_failed)
+    scheduler = rung_scheduler(rule, lag=LAG) if rule is not None else None
+    session.fit(run_design, {}, scheduler, size, search_alg=pipeline_searcher(pipeline))
     _run_extras(session, retry_failed)
 
 
@@ -358,6 +347,12 @@ def run_sweep(
     sweep_dir = Path(storage).resolve() / experiment.name
     reports_dir = Path(reports) / experiment.name
     store = _open_store(sweep_dir, resume)
+    if address:  # every node: a trial's resources, the storage writable, the datasets there
+        from scaling_lab.sweep.experiment_checks import dataset_refs
+        from scaling_lab.sweep.ray_setup import check_cluster
+
+        data = dataset_refs(experiment, profile_only, budget)
+        check_cluster(experiment, address, str(sweep_dir), data, verbose)
     ctx = TrialContext(
         experiment=experiment,
         store_root=str(sweep_dir),

@@ -58,7 +58,7 @@ class Proposal:
     @property
     def design(self) -> dict[str, Any]:
         """The trial's config (what ``trial_key`` and the trial read)."""
-        return {**self.params, "proposal": self.index}
+        return {**self.params, "proposal": self.index, "batch": self.batch}
 
 
 def logged_batches(store: TrialStore) -> list[list[Proposal]]:

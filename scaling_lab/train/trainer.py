@@ -40,6 +40,7 @@ from scaling_lab.data.errors import DataError
 from scaling_lab.device import check_device, default_device
 from scaling_lab.errors import UserError
 from scaling_lab.eval_protocol import AP_KEYS
+from scaling_lab.machine import machine_card
 from scaling_lab.nn.memory import check_fits
 from scaling_lab.schema import FieldError
 from scaling_lab.train import ddp
@@ -627,6 +628,7 @@ class Trainer:
             "metrics": _plain(self.metrics),
             "best_epoch": self.best_epoch,
             "best_fitness": self.best_fitness,
+            "machine": machine_card(),  # bit-identical only on the same machine and software
         }
         if self.cfg.eval_fused:
             summary["fused_metrics"] = _plain(self.fused_metrics)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import scaling_lab.sweep.runner as runner
 from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.runner import run_sweep
 from scaling_lab.sweep.store import TrialStore
@@ -77,25 +76,20 @@ def test_the_same_search_twice_proposes_the_same_designs_in_order(experiment, fi
 
 
 def test_a_search_interrupted_mid_batch_resumes_into_the_same_sequence(
-    experiment, first, tmp_path, monkeypatch
+    experiment, first, tmp_path
 ):
-    """The driver dies in its second batch after one of the two trials finished."""
+    """The driver dies in the second batch after one of its two trials finished: the sweep
+    folder as it was then (the first 4 proposals logged, 3 trials over) resumes into the
+    uninterrupted run's sequence and table."""
+    import shutil
+
     root, frame = first
-    real = runner._run_batch
-    calls = []
-
-    def dies_in_the_second_batch(session, proposals, todo, rule):
-        calls.append(sorted(todo))
-        if len(calls) == 2:
-            real(session, proposals, {proposals[0].key}, rule)
-            raise KeyboardInterrupt("killed")
-        real(session, proposals, todo, rule)
-
-    monkeypatch.setattr(runner, "_run_batch", dies_in_the_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        _run(experiment, tmp_path)
-    monkeypatch.setattr(runner, "_run_batch", real)
+    shutil.copytree(root / "runs", tmp_path / "runs")
     store = TrialStore(tmp_path / "runs" / experiment.name)
+    logged = store.proposals()
+    store.write_proposals(logged[:4])
+    for proposal in logged[3:]:
+        shutil.rmtree(store.trial_dir(proposal["key"]))
     assert len(store.rows()) == 3 and len(store.proposals()) == 4
 
     resumed = _run(experiment, tmp_path, resume=True)
