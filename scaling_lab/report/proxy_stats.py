@@ -82,6 +82,10 @@ def above_zero(proxies: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
 def proxy_markdown(report: Mapping[str, Any]) -> list[str]:
     """The predictors' section of calibration.md: the verdict in words and the table."""
     proxies = report.get("proxies")
@@ -110,12 +114,18 @@ def proxy_markdown(report: Mapping[str, Any]) -> list[str]:
         "",
         verdict,
         "",
-        "| predictor | Kendall tau | 95% interval | designs |",
-        "|---|---:|---:|---:|",
+        "The last column is each predictor's Kendall tau with the parameter count over the "
+        "same designs: near 1, the predictor ranks these designs by their size and adds "
+        "little to counting parameters.",
+        "",
+        "| predictor | Kendall tau | 95% interval | designs | tau with params |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, entry in proxies.items():
         tau, (low, high) = entry["kendall_tau"], entry["ci95"]
-        shown = "-" if tau is None else f"{tau:+.2f}"
         span = "-" if low is None or high is None else f"{low:+.2f} to {high:+.2f}"
-        lines.append(f"| {name} | {shown} | {span} | {entry.get('n', '-')} |")
+        lines.append(
+            f"| {name} | {_signed(tau)} | {span} | {entry.get('n', '-')} | "
+            f"{_signed(entry.get('tau_with_params'))} |"
+        )
     return lines

@@ -67,8 +67,10 @@ def with_proxies(
     progress: bool = True,
     table: str | Path | None = None,
 ) -> dict[str, Any]:
-    """``report`` (a calibration.json) with ``proxies`` (each predictor's tau and interval),
+    """``report`` (a calibration.json) with ``proxies`` (each predictor's tau, interval and
+    its tau with params: a proxy that only counts parameters adds nothing to them),
     ``proxies_ci`` (how the interval is made) and each design's ``predictors``."""
+    from scaling_lab.report.calibration import kendall_tau
     from scaling_lab.report.proxy_stats import CI_METHOD, predictor_taus
     from scaling_lab.sweep.screen import latency_table
 
@@ -91,6 +93,8 @@ def with_proxies(
     columns = {name: [v[name] for v in values] for name in names}
     sign = -1.0 if report.get("mode") == "min" else 1.0  # tau with "better", whatever the mode
     proxies = predictor_taus(columns, [sign * t for t in target])
+    for name, entry in proxies.items():  # does it add anything to counting parameters?
+        entry["tau_with_params"] = _plain(kendall_tau(columns[name], columns["params"]))
     per_design = [
         {**d, "predictors": {k: (round(x, 6) if math.isfinite(x) else None) for k, x in v.items()}}
         for d, v in zip(designs, values)
@@ -119,6 +123,10 @@ def _table_note(table: Any) -> str:
         f"batch {p.get('batch')}, {p.get('layout')}; {len(table.entries)} op entries, deploy "
         "form at the spec's size, as a trial's latency_pred_ms"
     )
+
+
+def _plain(value: float) -> float | None:
+    return round(float(value), 6) if math.isfinite(value) else None
 
 
 def read_calibration(experiment: Experiment, reports: str | Path) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def test_markdown_says_whether_any_interval_lies_above_zero():
     assert above_zero(weak) == [] and above_zero(strong) == ["b"]
     text = "\n".join(proxy_markdown({**report, "proxies": weak}))
     assert "No predictor's 95% interval lies above 0" in text
-    assert "| a | +0.20 | -0.10 to +0.50 | 12 |" in text
+    assert "| a | +0.20 | -0.10 to +0.50 | 12 | - |" in text
     assert "above 0 (they rank these designs like the trained AP50): b." in "\n".join(
         proxy_markdown({**report, "proxies": strong})
     )

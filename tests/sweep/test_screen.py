@@ -148,6 +148,7 @@ def test_calibrate_proxies_rescores_an_existing_calibration(experiment, tmp_path
     p0, p1, p2 = values["params"]
     assert p0 < p2 < p1
     assert report["proxies"]["params"]["kendall_tau"] == 1.0
+    assert report["proxies"]["params"]["tau_with_params"] == 1.0
     md = (tmp_path / experiment.name / "calibration.md").read_text()
     assert "| params | +1.00 |" in md and "## Predictors without training" in md
 
