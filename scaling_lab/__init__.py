@@ -51,6 +51,9 @@ _LAZY = {
     "Experiment": ("scaling_lab.sweep.experiment_format", "Experiment"),
     "load_experiment": ("scaling_lab.sweep.experiment", "load_experiment"),
     "run_sweep": ("scaling_lab.sweep.runner", "run_sweep"),
+    "screen_designs": ("scaling_lab.sweep.screen", "screen_designs"),
+    "all_proxies": ("scaling_lab.analyze.proxies", "all_proxies"),
+    "rescore_calibration": ("scaling_lab.report.calibration_proxies", "rescore_calibration"),
     "write_sweep_report": ("scaling_lab.report.sweep_report", "write_sweep_report"),
 }
 

@@ -35,6 +35,9 @@ def test_the_entry_points_a_user_calls_are_there():
         "model_ref",
         "ModelRef",
         "UserError",
+        "screen_designs",
+        "all_proxies",
+        "rescore_calibration",
     ):
         assert callable(getattr(sl, name)), name
 

@@ -14,7 +14,7 @@ weights, buffers and modes after (its gradients are cleared), seeds what it draw
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -277,19 +277,29 @@ PROXIES = (*DATA_PROXIES, *LOSS_PROXIES)
 
 
 def all_proxies(
-    model: nn.Module, images: Tensor, loss_fn: LossFn | None, seed: int = 0
+    model: nn.Module,
+    images: Tensor,
+    loss_fn: LossFn | None,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Every proxy of ``model`` on ``images`` (the loss-based ones NaN without ``loss_fn``);
-    a proxy that fails numerically (a singular kernel, an overflow) is NaN, not an error."""
+    """Every proxy of ``model`` on ``images`` (``names``: only those; the loss-based ones NaN
+    without ``loss_fn``); a proxy that fails numerically (a singular kernel, an overflow) is
+    NaN, not an error."""
+    wanted = PROXIES if names is None else tuple(names)
+    unknown = [n for n in wanted if n not in PROXIES]
+    if unknown:
+        raise ValueError(f"unknown proxies {unknown} (known: {', '.join(PROXIES)})")
     out: dict[str, float] = {}
-    for name, fn in DATA_PROXIES.items():
-        out[name] = _finite(lambda fn=fn: fn(model, images, seed=seed))
-    for name, fn in LOSS_PROXIES.items():
-        out[name] = (
-            math.nan
-            if loss_fn is None
-            else _finite(lambda fn=fn: fn(model, images, loss_fn, seed=seed))
-        )
+    for name in wanted:
+        if name in DATA_PROXIES:
+            fn = DATA_PROXIES[name]
+            out[name] = _finite(lambda fn=fn: fn(model, images, seed=seed))
+        elif loss_fn is None:
+            out[name] = math.nan
+        else:
+            fn = LOSS_PROXIES[name]
+            out[name] = _finite(lambda fn=fn: fn(model, images, loss_fn, seed=seed))
     return out
 
 

@@ -25,25 +25,34 @@ CI_METHOD = (
 )
 
 
+def tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair of (R, n) arrays, vectorized (scipy's, 1 ms a call,
+    made 2000 resamples x 10 predictors take 20 s): S / sqrt(n1 n2), S the concordant minus
+    discordant pairs, n1 and n2 the pairs untied in x and in y. NaN where a row is constant."""
+    upper = np.triu_indices(x.shape[1], 1)
+    dx = np.sign(x[:, :, None] - x[:, None, :])[:, upper[0], upper[1]]
+    dy = np.sign(y[:, :, None] - y[:, None, :])[:, upper[0], upper[1]]
+    n1, n2 = (dx != 0).sum(1), (dy != 0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (dx * dy).sum(1) / np.sqrt(n1 * n2.astype(float))
+
+
 def tau_interval(
     x: Sequence[float], y: Sequence[float], *, level: float = 0.95, resamples: int = BOOTSTRAP
 ) -> tuple[float, float]:
     """The percentile-bootstrap interval of Kendall's tau-b between ``x`` and ``y`` over the
-    pairs where both are finite (resampled as pairs; a resample ranking fewer than 2 distinct
-    values is skipped). (NaN, NaN) under 3 pairs."""
+    pairs where both are finite (resampled as pairs; a resample where either side is
+    constant is skipped). (NaN, NaN) under 3 pairs."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
     if len(a) < 3:
         return math.nan, math.nan
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    taus = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(a), len(a))
-        tau = kendall_tau(a[pick], b[pick])
-        if math.isfinite(tau):
-            taus.append(tau)
-    if not taus:
+    picks = rng.integers(0, len(a), (resamples, len(a)))
+    taus = tau_b_rows(a[picks], b[picks])
+    taus = taus[np.isfinite(taus)]
+    if not len(taus):
         return math.nan, math.nan
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(taus, [tail, 100 - tail])

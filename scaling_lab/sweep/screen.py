@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,17 +131,17 @@ def score_design(
     *,
     table: Any = None,
     seed: int = 0,
-    proxies: bool = True,
+    proxies: bool | Sequence[str] = True,
     force: bool = False,
 ) -> dict[str, Any]:
     """One design (override paths laid over the experiment's base): params, gflops,
     latency_pred_ms, constraint_ok and every proxy (NaN for a design that breaks a
     constraint, which is never trained, unless ``force``; ``proxies=False``: the counts
-    only)."""
+    only; a list of names: those proxies only)."""
     import torch
 
     from scaling_lab.analyze.profile import profile
-    from scaling_lab.analyze.proxies import PROXIES, all_proxies
+    from scaling_lab.analyze.proxies import LOSS_PROXIES, PROXIES, all_proxies
     from scaling_lab.models import create_model, get_block_graph, get_layer_graph, model_ref
 
     graph = materialize(
@@ -162,9 +162,10 @@ def score_design(
     row["constraint_ok"] = all(
         c.holds(row.get(c.metric)) for c in experiment.constraints if c.metric in row
     )
-    if proxies and not (row["constraint_ok"] or force):
-        row.update(dict.fromkeys(PROXIES, math.nan))
-    elif proxies:
+    names = list(PROXIES) if proxies is True else list(proxies or [])
+    if names and not (row["constraint_ok"] or force):
+        row.update(dict.fromkeys(names, math.nan))
+    elif names:
         trained = training_graph(experiment, graph)
         if not batch.settings.get("aux_head", True):
             from scaling_lab.transforms.deploy import drop_aux_heads
@@ -172,7 +173,8 @@ def score_design(
             trained = drop_aux_heads(trained)
         torch.manual_seed(seed)
         model = create_model(get_block_graph(trained, nc=batch.nc, img_size=batch.img_size))
-        row.update(all_proxies(model, batch.images, loss_function(batch), seed=seed))
+        loss_fn = loss_function(batch) if set(names) & set(LOSS_PROXIES) else None
+        row.update(all_proxies(model, batch.images, loss_fn, seed=seed, names=names))
     return row
 
 
@@ -203,15 +205,17 @@ def screen_designs(
     budget: str | None = None,
     reports: str | Path | None = "reports",
     seed: int = 0,
-    proxies: bool = True,
+    proxies: bool | Sequence[str] = True,
     progress: bool = True,
     table: str | Path | None = None,
 ) -> pd.DataFrame:
     """Score ``designs`` designs of the experiment's search space without training; one row
     each (key, ``param:PATH`` values, params, gmacs, gflops, latency_pred_ms, constraint_ok,
     each proxy, screen_s), written to ``reports/EXPERIMENT/screen.csv`` (``reports`` None:
-    not written). Designs breaking a constraint get no proxies (NaN). ``table``: the latency
-    table to predict from (default: the experiment's)."""
+    not written). Designs breaking a constraint get no proxies (NaN). ``proxies``: all,
+    none (False: counts only, milliseconds a design) or the names to compute (a screen uses
+    only those its calibration supports). ``table``: the latency table to predict from
+    (default: the experiment's)."""
     from tqdm import tqdm
 
     chosen = draw_designs(experiment, designs)

@@ -12,6 +12,7 @@ from scaling_lab.report.proxy_stats import (
     above_zero,
     predictor_taus,
     proxy_markdown,
+    tau_b_rows,
     tau_interval,
 )
 
@@ -41,6 +42,19 @@ def test_interval_brackets_the_counted_tau_and_is_repeatable():
     assert predictor_taus({"p": x.tolist()}, y.tolist())["p"] == taus["p"]
     assert taus["flat"]["kendall_tau"] is None  # a constant predictor ranks nothing
     assert taus["p"]["n"] == 12
+
+
+def test_vectorized_tau_b_equals_scipys_with_ties():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, (50, 9)).astype(float)  # many ties
+    y = rng.integers(0, 3, (50, 9)).astype(float)
+    x[0] = 1.0  # a constant row: undefined
+    got = tau_b_rows(x, y)
+    assert math.isnan(got[0])
+    for row, tau in zip(zip(x[1:], y[1:]), got[1:]):
+        assert tau == pytest.approx(kendalltau(*row).statistic, abs=1e-12)
 
 
 def test_nan_designs_are_left_out():

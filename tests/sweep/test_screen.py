@@ -1,4 +1,4 @@
-"""The screen (sweep/screen.py) and ``lab calibrate --proxies`` (sweep/calibrate_proxies.py):
+"""The screen (sweep/screen.py) and ``lab calibrate --proxies`` (report/calibration_proxies.py):
 designs scored without training, deterministically, and each predictor's Kendall tau with a
 calibration's trained metric, without retraining."""
 
@@ -162,3 +162,13 @@ def test_calibrate_proxies_refuses_another_experiments_calibration(experiment, t
     assert result.returncode == 2
     assert "not a calibration of experiment 'scr'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_screen_computes_only_the_proxies_asked_for(experiment, screened):
+    _, full = screened
+    some = screen_designs(experiment, 10, reports=None, progress=False, proxies=["naswot"])
+    assert "naswot" in some and "synflow" not in some and "grad_norm" not in some
+    pd.testing.assert_series_equal(some["naswot"], full["naswot"])
+    counts = screen_designs(experiment, 10, reports=None, progress=False, proxies=False)
+    assert not set(PROXIES) & set(counts.columns)
+    assert list(counts["params"]) == list(full["params"])
