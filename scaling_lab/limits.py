@@ -39,6 +39,7 @@ MEMORY_FRACTION = 0.9  # a model (and its batch) must fit in this share of the m
 MAX_SEARCH_ABS = 1e6  # |low|, |high| and step of an int / float search range
 MAX_CHOICES = 1_000  # choices of a categorical search parameter
 MAX_TRIALS = 10_000  # a search's trial budget
+MAX_SCREEN = 100_000  # designs a search screens without training (about 30 ms each, counts only)
 MAX_VARIANTS = 1_000  # rows of a table experiment
 MAX_SEEDS = 100  # repeats (``seeds:``) of every row of a table experiment
 MAX_NAME_CHARS = 100  # an experiment name (also a folder name)

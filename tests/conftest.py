@@ -24,7 +24,12 @@ def pytest_configure(config: pytest.Config) -> None:
 # the longest modules (Ray sweeps, 50-115 s each) are handed out first: pytest-xdist gives
 # modules to workers in collection order, and one of them started last would run alone while
 # the other worker idles
-LONGEST_FIRST = ("test_runner.py", "test_reproducible.py", "test_confirm.py")
+LONGEST_FIRST = (
+    "test_runner.py",
+    "test_reproducible.py",
+    "test_confirm.py",
+    "test_fault_tolerance.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -75,7 +75,7 @@ def write_sweep_report(
     out_dir = Path(reports) / experiment.name
     frame = read_results(out_dir) if results is None else results
     context = report_context(experiment)
-    notes = (_size_note(frame), _proxy_note(frame), _machine_note(frame))
+    notes = (_size_note(frame), _proxy_note(frame), _machine_note(frame), _screen_note(out_dir))
     extra = [note for note in notes if note]
     if extra:
         context = dataclasses.replace(context, note=" ".join([context.note, *extra]).strip())
@@ -163,6 +163,15 @@ def _proxy_note(frame: pd.DataFrame) -> str:
         f"AP: proxy models, each row's model scaled by {described} (transforms.scale, depth "
         "then width) and trained in its place; #Param. and FLOPs: the full-size models."
     )
+
+
+def _screen_note(out_dir: Path) -> str:
+    """What a search's screen chose and why (``screen.json``, written by the sweep)."""
+    try:
+        note = json.loads((out_dir / "screen.json").read_text()).get("note")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return note if isinstance(note, str) else ""
 
 
 def _machine_note(frame: pd.DataFrame) -> str:

@@ -40,6 +40,7 @@ from scaling_lab.sweep.experiment_format import (
     check_name,
 )
 from scaling_lab.sweep.experiment_graphs import check_graphs_of
+from scaling_lab.sweep.latency_auto import AUTO
 from scaling_lab.sweep.space import Constraint, SpaceFile, parse_constraint
 from scaling_lab.sweep.trial_keys import slug
 
@@ -162,8 +163,11 @@ def parse_experiment(data: dict, *, source: str, base_dir: Path, stem: str) -> E
 
 
 def _resolve_table(declared: Experiment, base_dir: Path) -> Latency:
-    """``latency.table`` resolved against the experiment's folder; required by latency_pred."""
+    """``latency.table`` resolved against the experiment's folder (``auto``: this machine's
+    cached table, built on first use: ``latency_auto.py``); required by latency_pred."""
     table = declared.latency.table
+    if table == AUTO:
+        return declared.latency
     if table is None:
         if "latency_pred" in declared.metrics:
             raise SpecError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from scaling_lab.eval_protocol import AP_KEYS
-from scaling_lab.limits import MAX_NAME_CHARS, MAX_SEEDS, MAX_TRIALS, MAX_VARIANTS
+from scaling_lab.limits import MAX_NAME_CHARS, MAX_SCREEN, MAX_SEEDS, MAX_TRIALS, MAX_VARIANTS
 from scaling_lab.schema import INTERNAL, FieldError, Partial
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.columns import METRIC_NAMES, collected_by
@@ -94,6 +94,9 @@ class Search:
     seed: int = 0
     storage: str | None = None  # an RDB URL; None: SQLite in the sweep's storage folder
     constraints: tuple[str, ...] = ()
+    # batches pipelined (no slot idles; ``pipeline.py``); false: each batch waits for the one
+    # before, as searches did before (kept to measure the difference: benchmarks/)
+    pipeline: bool = True
     source: str = field(default="", metadata=INTERNAL)  # the file that declares the space
     lines: dict[str, int | None] = field(default_factory=dict, metadata=INTERNAL)
 
@@ -211,6 +214,25 @@ class Confirm:
 
 
 @dataclass(frozen=True)
+class Screen:
+    """Before a search: ``designs`` designs of the space scored without training
+    (``screen.py``); the first generation is drawn from them by the predictor ``by``
+    (params, flops, latency_pred or a proxy name) as far as ``lab calibrate --proxies``
+    supports it, else from the designs that keep the constraints (``screen_plan.py``)."""
+
+    designs: int = 500
+    by: str = "flops"
+
+    def check(self) -> None:
+        if not 1 <= self.designs <= MAX_SCREEN:
+            raise FieldError(
+                "designs", f"must be an integer from 1 to {MAX_SCREEN}, got {self.designs}"
+            )
+        if not self.by.strip():
+            raise FieldError("by", "must name a predictor (params, flops, latency_pred, naswot...)")
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An experiment file (see the module docstring); internal fields are set on loading."""
 
@@ -238,6 +260,7 @@ class Experiment:
     # a search's reference models, trained like its designs (default: the base); none: []
     baselines: tuple[str, ...] | None = None
     confirm: Confirm | None = None  # a search's confirm phase (None: none)
+    screen: Screen | None = None  # a search's screen before training (None: none)
     path: str = field(default="", metadata=INTERNAL)
     constraints: tuple[Constraint, ...] = field(default=(), metadata=INTERNAL)
 
@@ -258,7 +281,7 @@ class Experiment:
             raise FieldError("metrics", "must be a non-empty list")
         self._check_seeds()
         if self.search is None:
-            for key in ("baselines", "confirm"):
+            for key in ("baselines", "confirm", "screen"):
                 if getattr(self, key) is not None:
                     raise FieldError(
                         key, "applies to a search; a table's rows are its own baselines"

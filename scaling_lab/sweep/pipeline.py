@@ -10,7 +10,9 @@ is fixed by batch numbers alone, never by timing:
 - batch b is asked once every trial of the batches up to b - ``LAG`` is over; those batches
   are told to the sampler (in order) just before the ask, and batch b - 1 is still training;
 - a trial of batch b is judged at its rung against the records of batches up to b - ``LAG``
-  (``rungs.RungRule``), which were complete before it was proposed.
+  (``rungs.RungRule``), which were complete before it was proposed;
+- a search's baseline runs (``confirm.py``) fill a slot that would otherwise wait, and its
+  confirm runs start as soon as the last trial of the search is over.
 
 So the sampler has seen exactly the same results at each ask, whatever finished first. A slot
 waits only when a trial of batch b - ``LAG`` outlasts the whole of batch b - 1.
@@ -45,13 +47,18 @@ class Pipeline:
         trials: int,
         size: int,
         max_idle: int,
+        lag: int = LAG,
     ) -> None:
         self.study, self.store, self.rule = study, store, rule
-        self.trials, self.size, self.max_idle = trials, size, max_idle
+        self.trials, self.size, self.max_idle, self.lag = trials, size, max_idle, lag
         self.batches: list[list[Proposal]] = []
         self.told = 0  # batches told to the sampler (and recorded by the rung rule)
         self.idle = 0  # batches in a row that proposed no new design
         self.queue: deque[Proposal] = deque()
+        # runs that depend on no proposal (a search's baselines) fill a slot that would wait;
+        # ``closing`` gives the runs that need the whole search (its confirm phase)
+        self.fillers: deque[dict[str, Any]] = deque()
+        self.closing: Callable[[], list[dict[str, Any]]] | None = None
 
     @property
     def log(self) -> list[Proposal]:
@@ -86,7 +93,7 @@ class Pipeline:
     def replay(self, batch: list[Proposal], finish: Callable[[list[Proposal]], None]) -> None:
         """A logged batch asked again (fixed designs) after the tells before it."""
         number = len(self.batches)
-        self.tell_upto(number - LAG, finish)
+        self.tell_upto(number - self.lag, finish)
         self.study.replay(batch)
         self.batches.append(batch)
 
@@ -109,7 +116,7 @@ class Pipeline:
             if self.finished():
                 return "done"
             number = len(self.batches)
-            if not self.tell_upto(number - LAG):
+            if not self.tell_upto(number - self.lag):
                 return None
             known = self.known()
             count = min(self.size, self.trials - len(known))
@@ -122,6 +129,25 @@ class Pipeline:
             by_key = {p.key: p for p in batch}
             self.queue.extend(by_key[k] for k in fresh if k not in done)
         return self.queue.popleft()
+
+    def next_config(self) -> dict[str, Any] | str | None:
+        """The next trial's Ray config: a design, else a filler while designs wait, else the
+        closing runs once every trial of the search is over; None: wait; "done"."""
+        proposal = self.next_design()
+        if isinstance(proposal, Proposal):
+            return {"design": proposal.design}
+        if self.fillers:
+            return self.fillers.popleft()
+        if proposal is None:
+            return None
+        if self.closing is not None:
+            if not self.over(self.log):
+                return None
+            self.fillers.extend(self.closing())
+            self.closing = None
+            if self.fillers:
+                return self.fillers.popleft()
+        return "done"
 
 
 def pipeline_searcher(pipeline: Pipeline) -> Any:
@@ -151,13 +177,10 @@ def _searcher_class() -> type:
             return True
 
         def suggest(self, trial_id: str) -> dict | None:
-            proposal = self.pipeline.next_design() if self.pipeline is not None else "done"
-            if proposal == "done":
+            config = self.pipeline.next_config() if self.pipeline is not None else "done"
+            if config == "done":
                 return Searcher.FINISHED
-            if proposal is None:
-                return None
-            assert isinstance(proposal, Proposal)
-            return {"design": proposal.design}
+            return config if isinstance(config, dict) else None
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
             return None  # the trial rows are the record; asks read them

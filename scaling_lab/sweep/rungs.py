@@ -115,7 +115,10 @@ def rung_scheduler(rule: RungRule, lag: int = 1) -> Any:
             epoch, value = result.get("epochs_done"), result.get(rule.metric)
             if epoch is None or value is None:
                 return TrialScheduler.CONTINUE
-            batch = (getattr(trial, "config", None) or {}).get("design", {}).get("batch")
+            design = (getattr(trial, "config", None) or {}).get("design")
+            if design is None:  # a baseline or confirm run trains to the end
+                return TrialScheduler.CONTINUE
+            batch = design.get("batch")
             upto = None if batch is None else int(batch) - lag
             stop = rule.stops(trial.trial_id, int(epoch), float(value), upto)
             return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from scaling_lab.atomic import atomic_write_text
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.confirm import (
     baseline_runs,
@@ -40,6 +41,7 @@ from scaling_lab.sweep.confirm import (
     search_seed,
 )
 from scaling_lab.sweep.experiment_format import Experiment, Scheduler, planned_epochs
+from scaling_lab.sweep.latency_auto import resolve_auto_table
 from scaling_lab.sweep.pipeline import LAG, Pipeline, pipeline_searcher
 from scaling_lab.sweep.progress import SweepProgress, progress_metric
 from scaling_lab.sweep.ray_setup import (
@@ -50,7 +52,8 @@ from scaling_lab.sweep.ray_setup import (
     trial_slots,
 )
 from scaling_lab.sweep.rungs import RungRule, rung_scheduler
-from scaling_lab.sweep.search import Proposal, SearchStudy, logged_batches
+from scaling_lab.sweep.screen_plan import PROFILE_COLUMNS
+from scaling_lab.sweep.search import Proposal, SearchStudy, first_generation, logged_batches
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
 from scaling_lab.sweep.trial_keys import EXTRA, trial_key
@@ -67,7 +70,9 @@ def _scheduler(experiment: Experiment, settings: dict[str, Any]) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration",
+        # the trial's own epoch count: Ray's iteration count restarts when a trial is
+        # retried or resumed from its checkpoint, which would judge later epochs as first ones
+        time_attr="epochs_done",
         metric=cfg.metric,
         mode=cfg.mode,
         max_t=planned_epochs(settings),
@@ -229,7 +234,11 @@ def _run_table(session: _Session, retry_failed: bool) -> None:
 
 
 def _run_batch(
-    session: _Session, proposals: list[Proposal], todo: set[str], rule: RungRule | None
+    session: _Session,
+    proposals: list[Proposal],
+    todo: set[str],
+    rule: RungRule | None,
+    lag: int = LAG,
 ) -> None:
     """Train the batch's designs that have no terminal row (one trial per key)."""
     from ray import tune
@@ -241,30 +250,70 @@ def _run_batch(
             designs.append(proposal.design)
     if not designs:
         return
-    scheduler = rung_scheduler(rule, lag=LAG) if rule is not None else None
+    scheduler = rung_scheduler(rule, lag=lag) if rule is not None else None
     session.fit(run_design, {"design": tune.grid_search(designs)}, scheduler, len(designs))
 
 
-def _run_extras(session: _Session, retry_failed: bool) -> None:
-    """A search's baselines (with the search's seed) and, with ``confirm``, its best designs
-    and baselines with fresh seeds (``confirm.py``): one grid, trained to the end."""
-    from ray import tune
-
+def _extra_runs(session: _Session, retry_failed: bool) -> tuple[list[dict], Any]:
+    """A search's baseline runs (its seed and the confirm seeds: they depend on no design)
+    and a function giving its confirm runs of the best designs once the search is over
+    (``confirm.py``); runs with a terminal row are left out."""
     experiment, store = session.experiment, session.store
-    if not experiment.trains(session.ctx.profile_only):
-        return
-    seed = search_seed(session.settings)
-    runs = baseline_runs(experiment, [seed], "search")
-    if experiment.confirm is not None and experiment.search is not None:
-        seeds = confirm_seeds(session.settings, experiment.confirm.seeds)
-        designs = best_designs(store.rows(), experiment.search.objectives, experiment.confirm.top)
-        runs += design_runs(designs, seeds, first_order=len(runs))
-        runs += baseline_runs(experiment, seeds, "confirm", first_order=len(runs))
-    done = store.terminal_keys(retry_failed=retry_failed)
-    todo = [run for run in runs if run[EXTRA]["key"] not in done]
-    if todo:
-        size = trial_slots(experiment, session.num_cpus, session.address)
-        session.fit(run_trial, {EXTRA: tune.grid_search([r[EXTRA] for r in todo])}, None, size)
+    if not experiment.trains(session.ctx.profile_only) or experiment.search is None:
+        return [], None
+    search = experiment.search
+    confirm = experiment.confirm
+    seeds = confirm_seeds(session.settings, confirm.seeds) if confirm is not None else []
+    runs = baseline_runs(experiment, [search_seed(session.settings)], "search")
+    runs += baseline_runs(experiment, seeds, "confirm", first_order=len(runs))
+    first = len(runs)
+
+    def todo(candidates: list[dict]) -> list[dict]:
+        done = store.terminal_keys(retry_failed=retry_failed)
+        return [run for run in candidates if run[EXTRA]["key"] not in done]
+
+    def closing() -> list[dict]:
+        if confirm is None:
+            return []
+        designs = best_designs(store.rows(), search.objectives, confirm.top)
+        return todo(design_runs(designs, seeds, first_order=first))
+
+    return todo(runs), closing
+
+
+def run_search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The trainable of a search: a design (nested, with its proposal number) or a baseline
+    or confirm run."""
+    run_trial(dict(config["design"]) if "design" in config else config, ctx)
+
+
+def _screen(session: _Session, count: int) -> list[dict[str, Any]]:
+    """A search's screen (``screen.py``, ``screen_plan.py``): ``screen.csv`` and
+    ``screen.json`` in the reports folder; the designs that open the search."""
+    from scaling_lab.sweep.calibrate import training_settings
+    from scaling_lab.sweep.screen import screen_designs
+    from scaling_lab.sweep.screen_plan import plan_screen
+
+    experiment, ctx = session.experiment, session.ctx
+    screen = experiment.screen
+    if screen is None or not experiment.trains(ctx.profile_only):
+        return []
+    reports_dir = Path(ctx.reports_dir)
+    proxies = screen.by not in PROFILE_COLUMNS
+    frame = screen_designs(
+        experiment,
+        screen.designs,
+        budget=ctx.budget,
+        reports=reports_dir.parent,
+        proxies=proxies,
+        progress=session.verbose >= 1,
+    )
+    train = training_settings(experiment, ctx.budget)
+    plan = plan_screen(frame, experiment, count, reports_dir / "calibration.json", train)
+    record = {"designs": len(frame), "by": screen.by, "supported": plan.supported}
+    record.update(note=plan.note, seeds=plan.seeds)
+    atomic_write_text(reports_dir / "screen.json", json.dumps(record, indent=1) + "\n")
+    return plan.seeds
 
 
 def _run_search(session: _Session, retry_failed: bool) -> None:
@@ -279,18 +328,23 @@ def _run_search(session: _Session, retry_failed: bool) -> None:
     if experiment.max_concurrent is None:  # the batch size asks Ray what it has
         init_ray(session.address, session.num_cpus, session.verbose)
     size = trial_slots(experiment, session.num_cpus, session.address)
-    pipeline = Pipeline(study, store, rule, search.trials, size, MAX_IDLE_BATCHES)
+    lag = LAG if search.pipeline else 1
+    pipeline = Pipeline(study, store, rule, search.trials, size, MAX_IDLE_BATCHES, lag)
+    fillers, closing = _extra_runs(session, retry_failed)
+    pipeline.fillers.extend(fillers)
+    pipeline.closing = closing
 
     def finish(batch: list[Proposal]) -> None:
         todo = {p.key for p in batch} - store.terminal_keys(retry_failed=retry_failed)
         _run_batch(session, batch, todo, rule)
 
+    seeds = _screen(session, first_generation(experiment))
     for batch in logged_batches(store):
         pipeline.replay(batch, finish)
+    study.enqueue(seeds[len(pipeline.log) :])
     pipeline.resume_queue(retry_failed)
-    scheduler = rung_scheduler(rule, lag=LAG) if rule is not None else None
-    session.fit(run_design, {}, scheduler, size, search_alg=pipeline_searcher(pipeline))
-    _run_extras(session, retry_failed)
+    scheduler = rung_scheduler(rule, lag=lag) if rule is not None else None
+    session.fit(run_search_trial, {}, scheduler, size, search_alg=pipeline_searcher(pipeline))
 
 
 def _open_store(sweep_dir: Path, resume: bool) -> TrialStore:
@@ -340,6 +394,7 @@ def run_sweep(
 
     ``verbose``: 0 prints nothing, 1 a line per trial and a live status line (``progress``,
     or the default one), 2 Ray's own status table and log lines too."""
+    experiment = resolve_auto_table(experiment, progress=verbose >= 1 or None)
     experiment.check_runnable(profile_only, budget, local=not address)
     if not address:
         check_resources(experiment, num_cpus)

@@ -76,21 +76,30 @@ def batch_seed(seed: int, batch: int) -> int:
     return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
 
 
+def first_generation(experiment: Experiment) -> int:
+    """Designs the sampler draws before it learns from results: NSGA-II's population, TPE's
+    startup trials (what a screen may choose instead: ``screen_plan.py``)."""
+    search = experiment.search
+    assert search is not None
+    if search.sampler == "nsga2":
+        # generations of a third of the budget (Optuna's default 50 would never get past
+        # the random first generation in a small search)
+        return max(4, min(50, search.trials // 3))
+    return max(4, min(10, search.trials // 3))
+
+
 def make_sampler(experiment: Experiment, batch: int) -> Any:
     import optuna
 
     search = experiment.search
     assert search is not None
     seed = batch_seed(search.seed, batch)
+    first = first_generation(experiment)
     if search.sampler == "nsga2":
-        # generations of a third of the budget (Optuna's default 50 would never get past
-        # the random first generation in a small search)
-        population = max(4, min(50, search.trials // 3))
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=first)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    startup = max(4, min(10, search.trials // 3))
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=first)
 
 
 def storage_url(experiment: Experiment, sweep_dir: Path) -> str:
@@ -139,6 +148,11 @@ class SearchStudy:
             if len(seen) - len(known) == count:
                 break
         return proposals
+
+    def enqueue(self, designs: list[dict[str, Any]]) -> None:
+        """Designs the next asks propose first, in order (a screen's choice)."""
+        for params in designs:
+            self.study.enqueue_trial(params, skip_if_exists=False)
 
     def replay(self, proposals: list[Proposal]) -> None:
         """Ask a logged batch again, each design as fixed parameters."""

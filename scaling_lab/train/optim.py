@@ -92,11 +92,14 @@ def build_optimizer(
         group["initial_lr"] = lr0
     param_groups = [g for g in param_groups if g["params"]]
     momentum = float(hyp["momentum"])
+    # foreach: one fused update per parameter group instead of a Python loop over tensors,
+    # which torch picks only on CUDA by default. On the CPU it gives the same weights to the
+    # bit (checked for SGD and Adam, benchmarks/search_throughput.py) and a faster step
     if kind == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr0, momentum=momentum, nesterov=True)
+        return torch.optim.SGD(param_groups, lr=lr0, momentum=momentum, nesterov=True, foreach=True)
     if kind in ("adam", "adamw"):
         adam = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-        return adam(param_groups, lr=lr0, betas=(momentum, 0.999))
+        return adam(param_groups, lr=lr0, betas=(momentum, 0.999), foreach=True)
     raise ValueError(f"unknown optimizer '{kind}' (known: {', '.join(OPTIMIZERS)})")
 
 

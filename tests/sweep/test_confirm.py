@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from scaling_lab.report.sweep_report import write_sweep_report
 from scaling_lab.errors import UserError
+from scaling_lab.report.sweep_report import write_sweep_report
 from scaling_lab.sweep.confirm import best_designs, confirm_seeds, extra_runs_planned
 from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.sweep.runner import run_sweep
@@ -117,10 +117,10 @@ def test_a_resumed_sweep_trains_no_confirm_run_twice(swept, tmp_path):
 def test_baselines_and_confirm_belong_to_a_search(tmp_path):
     path = tmp_path / "table.yaml"
     path.write_text("base: yolov7-tiny\nvariants: [a, b]\nconfirm: {top: 1, seeds: 2}\n")
-    with pytest.raises(UserError, match="confirm.*applies to a search"):
+    with pytest.raises(UserError, match=r"confirm.*applies to a search"):
         load_experiment(path)
     path.write_text(SEARCH.replace("seeds: 2}", "seeds: 1}"))
-    with pytest.raises(UserError, match="confirm.seeds.*from 2"):
+    with pytest.raises(UserError, match=r"confirm\.seeds.*from 2"):
         load_experiment(path)
     path.write_text(SEARCH.replace("confirm:", "baselines: [no-such-model]\nconfirm:"))
     with pytest.raises(UserError, match=r"baselines\[0\].*no-such-model"):

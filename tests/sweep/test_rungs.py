@@ -1,4 +1,4 @@
-"""The rung rule of a batch-synchronous search: ASHA's cutoffs, judged against earlier batches."""
+"""The rung rule of a search: ASHA's cutoffs, judged against the batches up to b - lag."""
 
 from __future__ import annotations
 
@@ -93,10 +93,16 @@ def test_the_ray_scheduler_applies_the_rule_to_each_result():
     from scaling_lab.sweep.rungs import rung_scheduler
 
     rule = _rule()
-    rule.record("p", {"AP50": [0.1, 0.3]})
-    scheduler = rung_scheduler(rule)
-    trial = SimpleNamespace(trial_id="t1")
+    rule.record("p", {"AP50": [0.1, 0.3]}, batch=0)
+    rule.record("q", {"AP50": [0.1, 0.9]}, batch=1)  # batch 2 trials do not see it (lag 2)
+    scheduler = rung_scheduler(rule, lag=2)
+    trial = SimpleNamespace(trial_id="t1", config={"design": {"batch": 2}})
     assert scheduler.on_trial_result(None, trial, {"epochs_done": 1, "AP50": 0.0}) == "CONTINUE"
     assert scheduler.on_trial_result(None, trial, {"epochs_done": 2}) == "CONTINUE"  # no metric
-    stop = scheduler.on_trial_result(None, trial, {"epochs_done": 2, "AP50": 0.2})
+    keeps = scheduler.on_trial_result(None, trial, {"epochs_done": 2, "AP50": 0.35})
+    assert keeps == "CONTINUE"  # above batch 0's 0.3 (the pooled median with q would stop it)
+    later = SimpleNamespace(trial_id="t2", config={"design": {"batch": 2}})
+    stop = scheduler.on_trial_result(None, later, {"epochs_done": 2, "AP50": 0.2})
     assert stop == TrialScheduler.STOP
+    extra = SimpleNamespace(trial_id="t3", config={"extra": {"key": "base-seed0"}})
+    assert scheduler.on_trial_result(None, extra, {"epochs_done": 2, "AP50": 0.0}) == "CONTINUE"
