@@ -52,7 +52,7 @@ def _scratch(model: nn.Module, dtype: torch.dtype = torch.float32) -> Iterator[n
 
 
 @contextmanager
-def _hooks(modules: list[nn.Module], hook: Callable) -> Iterator[None]:
+def _hooks(modules: Sequence[nn.Module], hook: Callable) -> Iterator[None]:
     handles = [m.register_forward_hook(hook) for m in modules]
     try:
         yield
@@ -293,19 +293,17 @@ def all_proxies(
     out: dict[str, float] = {}
     for name in wanted:
         if name in DATA_PROXIES:
-            fn = DATA_PROXIES[name]
-            out[name] = _finite(lambda fn=fn: fn(model, images, seed=seed))
+            out[name] = _finite(DATA_PROXIES[name], model, images, seed=seed)
         elif loss_fn is None:
             out[name] = math.nan
         else:
-            fn = LOSS_PROXIES[name]
-            out[name] = _finite(lambda fn=fn: fn(model, images, loss_fn, seed=seed))
+            out[name] = _finite(LOSS_PROXIES[name], model, images, loss_fn, seed=seed)
     return out
 
 
-def _finite(compute: Callable[[], float]) -> float:
+def _finite(fn: Callable[..., float], *args: object, **kwargs: object) -> float:
     try:
-        value = compute()
+        value = fn(*args, **kwargs)
     except (RuntimeError, ValueError, torch.linalg.LinAlgError):
         return math.nan
     return value if math.isfinite(value) else math.nan

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -28,6 +28,11 @@ from scaling_lab.sweep.experiment_format import Experiment
 from scaling_lab.sweep.experiment_graphs import base_graph, training_graph
 from scaling_lab.sweep.materialize import Overrides, materialize
 from scaling_lab.sweep.trial_keys import params_key
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from scaling_lab.analyze.latency_table import LatencyTable
 
 PROFILE_COLUMNS = ("params", "gflops", "latency_pred_ms")
 SCREEN_FILE = "screen.csv"
@@ -68,7 +73,7 @@ def screen_batch(experiment: Experiment, budget: str | None = None, seed: int = 
     return ScreenBatch(images, targets, int(info.nc), img_size, hyp, settings)
 
 
-def loss_function(batch: ScreenBatch):
+def loss_function(batch: ScreenBatch) -> Callable[[nn.Module, Tensor], Tensor]:
     """``loss_fn(model, images)``: the trainer's criterion (recipe gains scaled to the model,
     its assignment) on the batch's targets, built for each model it is given."""
     from scaling_lab.train.loss import YoloV7Loss
@@ -77,9 +82,9 @@ def loss_function(batch: ScreenBatch):
 
     settings = batch.settings
 
-    def loss_fn(model, images):
+    def loss_fn(model: nn.Module, images: Tensor) -> Tensor:
         head = detect_head(model)
-        levels = head.n_levels if head is not None else 3
+        levels = int(getattr(head, "n_levels", 3))
         hyp = scale_loss_gains(batch.hyp, n_levels=levels, nc=batch.nc, img_size=batch.img_size)
         criterion = YoloV7Loss(
             model,
@@ -109,7 +114,7 @@ def torch_threads(experiment: Experiment) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def latency_table(experiment: Experiment, path: str | Path | None = None):
+def latency_table(experiment: Experiment, path: str | Path | None = None) -> LatencyTable | None:
     """The latency table at ``path`` (its errors raised), else the experiment's
     ``latency.table``, else None (none named, or not built yet: ``latency_pred_ms`` is NaN)."""
     from scaling_lab.analyze.latency_table import TableError, cached_table
@@ -187,11 +192,13 @@ def draw_designs(experiment: Experiment, designs: int) -> list[dict[str, Any]]:
     search = experiment.search
     if search is None:
         raise SpecError("screening needs a search space", source=experiment.path, field="search")
-    size = grid_size(search.space)
+    space = search.space
+    assert isinstance(space, dict)  # load_experiment has read a space file into its params
+    size = grid_size(space)
     if size is not None and size <= designs:
-        return list(enumerate_params(search.space))
+        return list(enumerate_params(space))
     out: dict[str, dict[str, Any]] = {}
-    for params in sample_params(search.space, 50 * designs, search.seed):
+    for params in sample_params(space, 50 * designs, search.seed):
         out.setdefault(params_key(params), params)
         if len(out) == designs:
             break
