@@ -299,7 +299,7 @@ def _screen(session: _Session, count: int) -> list[dict[str, Any]]:
     if screen is None or not experiment.trains(ctx.profile_only):
         return []
     reports_dir = Path(ctx.reports_dir)
-    proxies = screen.by not in PROFILE_COLUMNS
+    proxies = [screen.by] if screen.by not in PROFILE_COLUMNS else False  # only what ranks
     frame = screen_designs(
         experiment,
         screen.designs,
