@@ -172,3 +172,14 @@ def test_a_screen_computes_only_the_proxies_asked_for(experiment, screened):
     counts = screen_designs(experiment, 10, reports=None, progress=False, proxies=False)
     assert not set(PROXIES) & set(counts.columns)
     assert list(counts["params"]) == list(full["params"])
+
+
+def test_a_latency_constraint_without_a_table_is_left_to_the_trial(tmp_path):
+    text = textwrap.dedent(SEARCH).replace("t.json", "not-built-yet.json")
+    text = text.replace('constraints: ["params <= 1500000"]', 'constraints: ["latency_pred <= 1"]')
+    (tmp_path / "exp.yaml").write_text(
+        text.replace("metrics: [params, AP]", "metrics: [params, latency_pred, AP]")
+    )
+    experiment = load_experiment(tmp_path / "exp.yaml", check_graphs=False)
+    frame = screen_designs(experiment, 2, reports=None, progress=False, proxies=False)
+    assert frame["latency_pred_ms"].isna().all() and frame["constraint_ok"].all()
