@@ -161,6 +161,8 @@ COLUMNS: tuple[Column, ...] = (
     # written only by some trials
     Column("history", "train", fixed=False),  # AP per epoch, as JSON
     Column("latency_pred_estimated", "latency_pred", fixed=False),
+    Column("attempts", "trial", fixed=False),  # how often the trial started (retries, resumes)
+    Column("retry_errors", "trial", fixed=False),  # the errors of the attempts retried, as JSON
     Column("machine", "train", fixed=False),  # what the run trained on (scaling_lab.machine)
     Column("proxy", "trial", fixed=False),
     Column("scale", "trial", fixed=False),
