@@ -74,6 +74,10 @@ def with_proxies(
     from scaling_lab.report.proxy_stats import CI_METHOD, predictor_taus
     from scaling_lab.sweep.screen import latency_table
 
+    if table is None:  # latency: {table: auto}: this machine's cached table, built if missing
+        from scaling_lab.sweep.latency_auto import resolve_auto_table
+
+        experiment = resolve_auto_table(experiment, progress=progress or None)
     designs = list(report.get("per_design") or [])
     if len(designs) < 3:
         raise SpecError(

@@ -183,3 +183,27 @@ def test_a_latency_constraint_without_a_table_is_left_to_the_trial(tmp_path):
     experiment = load_experiment(tmp_path / "exp.yaml", check_graphs=False)
     frame = screen_designs(experiment, 2, reports=None, progress=False, proxies=False)
     assert frame["latency_pred_ms"].isna().all() and frame["constraint_ok"].all()
+
+
+def test_calibrate_proxies_prices_with_the_auto_table(experiment, tmp_path, monkeypatch):
+    """``latency: {table: auto}``: the machine's cached table (built on first use; here the
+    hand-made one stands in for it)."""
+    import dataclasses
+
+    from scaling_lab.report.calibration_proxies import with_proxies
+    from scaling_lab.sweep import latency_auto
+
+    table = experiment.latency.table
+    auto = dataclasses.replace(
+        experiment, latency=dataclasses.replace(experiment.latency, table="auto")
+    )
+
+    def resolved(exp, progress=None):
+        assert exp.latency.table == "auto"
+        return dataclasses.replace(exp, latency=dataclasses.replace(exp.latency, table=table))
+
+    monkeypatch.setattr(latency_auto, "resolve_auto_table", resolved)
+    report = json.loads(_calibration(auto, tmp_path, [0.1, 0.3, 0.2]).read_text())
+    scored = with_proxies(report, auto, progress=False)
+    assert all(d["predictors"]["latency_pred"] > 0 for d in scored["per_design"])
+    assert scored["proxies_latency_table"] is not None
