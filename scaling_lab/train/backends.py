@@ -2,7 +2,8 @@
 
 Tests (and experiments) swap any of them for their own by passing a ``Backends`` with that
 field set; a field left ``None`` is imported from ``scaling_lab.data``,
-``scaling_lab.train.loss`` or ``scaling_lab.train.coco_eval`` on first use.
+``scaling_lab.train.heads`` (the loss of the model's head family) or
+``scaling_lab.train.coco_eval`` on first use.
 
 Interfaces:
 
@@ -58,9 +59,9 @@ class Backends:
 
     def get_criterion(self) -> Callable[..., Any]:
         if self.criterion is None:
-            from scaling_lab.train.loss import YoloV7Loss
+            from scaling_lab.train.heads import build_loss
 
-            self.criterion = YoloV7Loss
+            self.criterion = build_loss
         return self.criterion
 
     def get_evaluate(self) -> Callable[..., dict]:

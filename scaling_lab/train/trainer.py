@@ -142,6 +142,8 @@ class Trainer:
         self.img_size = self.model.layer_graph.input_shape.h
         self.nc = int(self.model.layer_graph.meta["nc"])
         self.family = head_family(self.model)  # the head's loss, decoder and recipe
+        if not self.ckpt and self.family.init is not None:
+            self.family.init(self.model)  # e.g. the anchor-free heads' prior-probability biases
         recipe = {**backends.get_default_hyp()(model_size(self.model)), **self.family.recipe}
         if self.ckpt:
             self.hyp = dict(self.ckpt["hyp"])
@@ -157,8 +159,7 @@ class Trainer:
             loss_hyp = self.family.fit_gains(
                 self.hyp, n_levels=n_levels, nc=self.nc, img_size=self.img_size
             )
-        criterion = backends.criterion or self.family.loss
-        self.criterion = criterion(
+        self.criterion = backends.get_criterion()(  # by default the head family's loss
             self.model,
             loss_hyp,
             aux_assigner=cfg.aux_assigner,

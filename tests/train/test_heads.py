@@ -12,7 +12,14 @@ import torch
 from scaling_lab import list_models
 from scaling_lab.errors import UserError
 from scaling_lab.models import create_model, get_block_graph, get_layer_graph
-from scaling_lab.train.heads import HeadFamily, families, head_family, register_head, with_decode
+from scaling_lab.train.heads import (
+    HeadFamily,
+    families,
+    head_family,
+    prediction_convs,
+    register_head,
+    with_decode,
+)
 from scaling_lab.train.heads.ppyoloe import reg_max_of
 from scaling_lab.transforms.scale import scale
 
@@ -81,3 +88,38 @@ def test_ppyoloe_decode_by_hand() -> None:
     probs = [0.5, 1 / (1 + math.exp(-3.0)), 1 / (1 + math.exp(3.0))]
     assert out[0, 5, 5:].tolist() == pytest.approx(probs)
     assert out[0, 0, 2:4].tolist() == pytest.approx([reg_max * 32.0] * 2)  # uniform bins: 8+8
+
+
+def test_fresh_heads_start_as_the_public_code() -> None:
+    """YOLOX: class and objectness biases at logit(0.01); PP-YOLOE: zero prediction weights,
+    class biases logit(0.01), distance biases 1 (so every cell starts at probability 0.01)."""
+    prior = math.log(0.01 / 0.99)
+    yolox = small("yolox-s")
+    head_family(yolox).init(yolox)
+    convs = prediction_convs(yolox)
+    assert [c.out_channels for c in convs] == [NC, 4, 1] * 3
+    for cls, box, obj in zip(convs[::3], convs[1::3], convs[2::3]):
+        assert cls.bias.tolist() == pytest.approx([prior] * NC)
+        assert obj.bias.tolist() == pytest.approx([prior])
+        assert box.bias.abs().max() < 1  # left as built
+    ppyoloe = small("ppyoloe-s")
+    head_family(ppyoloe).init(ppyoloe)
+    convs = prediction_convs(ppyoloe)
+    assert [c.out_channels for c in convs] == [NC, 68] * 3
+    assert all(float(c.weight.abs().max()) == 0 for c in convs)
+    assert convs[0].bias.tolist() == pytest.approx([prior] * NC)
+    assert set(convs[1].bias.tolist()) == {1.0}
+    with torch.inference_mode():
+        out = with_decode(ppyoloe)(torch.rand(1, 3, SIZE, SIZE))
+    assert out[..., 5:].flatten().tolist() == pytest.approx([0.01] * out[..., 5:].numel())
+
+
+def test_the_wrapper_follows_the_wrapped_models_mode() -> None:
+    """``evaluate_model`` puts the model in eval mode, then wraps it: the wrapper decodes."""
+    model = small("ppyoloe-s")  # eval mode
+    decoded = with_decode(model)
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        assert decoded(x).shape == (1, 84, 5 + NC)
+    model.train()
+    assert [m.shape[1] for m in decoded(x)] == [4 * 17 + NC] * 3  # training: the level maps

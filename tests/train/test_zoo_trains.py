@@ -66,6 +66,9 @@ def criterion(model: torch.nn.Module, size: int):
 def test_zoo_model_loss_falls_on_a_fixed_batch(name: str) -> None:
     torch.manual_seed(0)
     model = small_model(name).train()
+    init = head_family(model).init
+    if init is not None:  # as the trainer starts a fresh run
+        init(model)
     size = model.layer_graph.input_shape.h
     loss_fn = criterion(model, size)
     images, targets = fixed_batch(size)

@@ -9,6 +9,7 @@ A new head family is one new module that calls ``register_head``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ class HeadFamily:
     raw, (h, w))`` turns the model's eval output into (B, N, 5 + nc) rows [cx, cy, w, h (input
     pixels), objectness, class probabilities] for the NMS, ``None`` where the model decodes
     itself (the YOLO ``Detect``); ``recipe`` overrides the default hyper-parameters;
-    ``fit_gains(hyp, n_levels, nc, img_size)`` adapts the loss gains to the model."""
+    ``fit_gains(hyp, n_levels, nc, img_size)`` adapts the loss gains to the model; ``init``
+    sets a fresh model's prediction layers as the public implementation initializes them."""
 
     name: str
     block_types: tuple[str, ...]
@@ -35,6 +37,7 @@ class HeadFamily:
     decode: Decoder | None = None
     recipe: dict[str, float] = field(default_factory=dict)
     fit_gains: Callable[..., dict] | None = None
+    init: Callable[[nn.Module], None] | None = None  # a fresh model's head, as the public code
 
 
 _FAMILIES: dict[str, HeadFamily] = {}
@@ -66,10 +69,35 @@ def head_family(model: nn.Module) -> HeadFamily:
     return _FAMILIES[block_type]
 
 
+def build_loss(model: nn.Module, hyp: dict, **settings: Any) -> Any:
+    """The criterion of ``model``'s head family (the trainer's default ``criterion``)."""
+    return head_family(model).loss(model, hyp, **settings)
+
+
 def families() -> dict[str, HeadFamily]:
     """Every registered family by block type."""
     _load_families()
     return dict(_FAMILIES)
+
+
+def prediction_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The head's prediction convs (bias, no BatchNorm, no activation) in the order the head's
+    lowering emits them, as torch modules."""
+    graph = model.layer_graph
+    head = graph[graph.output.name].node
+    modules = dict(model.named_modules())
+    convs = []
+    for layer in graph.layers:
+        op = layer.op
+        is_conv = layer.node == head and layer.kind == "conv"
+        if is_conv and op.bias and not op.bn and op.act == "identity":
+            convs.append(modules[f"{layer.name}.conv"])
+    return convs
+
+
+def prior_bias(prob: float) -> float:
+    """The logit of ``prob``: a classifier bias that starts every cell at that probability."""
+    return -math.log((1 - prob) / prob)
 
 
 class Decoded(nn.Module):
@@ -82,10 +110,11 @@ class Decoded(nn.Module):
         self.model = model
         self.layer_graph = getattr(model, "layer_graph", None)
         self._decode = head_family(model).decode
+        self.train(model.training)
 
     def forward(self, images: Tensor) -> Any:
         out = self.model(images)
-        if self.training or self._decode is None:
+        if self.model.training or self._decode is None:  # the wrapped model's mode decides
             return out
         return self._decode(self.model, out, (int(images.shape[-2]), int(images.shape[-1])))
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from scaling_lab.train.heads import HeadFamily, register_head
+from scaling_lab.train.heads import HeadFamily, prediction_convs, prior_bias, register_head
 from scaling_lab.train.heads.grid import cells, flatten_maps, level_sizes, level_strides, targets_px
 from scaling_lab.train.heads.task_aligned import Assigned, anchor_boxes, atss, task_aligned
 
@@ -231,11 +231,28 @@ RECIPE = {
     "paste_in": 0.0,
 }
 
+PRIOR_PROB = 0.01
+
+
+@torch.no_grad()
+def init_head(model: nn.Module) -> None:
+    """The public head's start (``PPYOLOEHead._init_weights``): the class and distance
+    predictions with zero weights, class biases at the logit of 0.01, distance biases 1. Per
+    level the lowering emits the class, then the distance conv."""
+    convs = prediction_convs(model)
+    for i in range(0, len(convs), 2):
+        cls, reg = convs[i], convs[i + 1]
+        for conv, bias in ((cls, prior_bias(PRIOR_PROB)), (reg, 1.0)):
+            conv.weight.zero_()
+            conv.bias.fill_(bias)
+
+
 PPYOLOE = register_head(
     HeadFamily(
         name="ppyoloe",
         block_types=("ppyoloe_head",),
         loss=PpyoloeLoss,
+        init=init_head,
         decode=decode,
         recipe=RECIPE,
     )

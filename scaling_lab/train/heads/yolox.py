@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from scaling_lab.train.heads import HeadFamily, register_head
+from scaling_lab.train.heads import HeadFamily, prediction_convs, prior_bias, register_head
 from scaling_lab.train.heads.grid import cells, flatten_maps, level_sizes, level_strides, targets_px
 from scaling_lab.train.heads.simota import Match, simota
 
@@ -188,8 +188,26 @@ RECIPE = {
     "shear": 2.0,
 }
 
+PRIOR_PROB = 0.01
+
+
+@torch.no_grad()
+def init_head(model: nn.Module) -> None:
+    """The public head's start (``YOLOXHead.initialize_biases``): class and objectness biases
+    at the logit of 0.01. Per level the lowering emits the class, box, objectness convs."""
+    convs = prediction_convs(model)
+    for i in range(0, len(convs), 3):
+        for conv in (convs[i], convs[i + 2]):
+            conv.bias.fill_(prior_bias(PRIOR_PROB))
+
+
 YOLOX = register_head(
     HeadFamily(
-        name="yolox", block_types=("yolox_head",), loss=YoloxLoss, decode=decode, recipe=RECIPE
+        name="yolox",
+        block_types=("yolox_head",),
+        loss=YoloxLoss,
+        init=init_head,
+        decode=decode,
+        recipe=RECIPE,
     )
 )
