@@ -4,12 +4,13 @@ The old path is the code of an earlier commit (default c17ac62, the last before 
 pipelined): batch-synchronous batches, pycocotools' COCOeval, the per-tensor optimizer step.
 It is extracted with ``git archive`` into a temporary folder and run with this virtual
 environment's packages; the new path is this checkout (pipelined batches, faster-coco-eval,
-foreach optimizer steps). Both run the same small search (the main job's space, constraint,
-recipe and rung rule, at a smaller budget so the pair takes minutes), one after the other, each
-on an embedded Ray of ``--cpus`` CPUs. A design counts as trained when its trial trained
-(finished, or stopped by the rung rule); designs that break the constraint are not trained.
+foreach optimizer steps, workers reused across trials). Both run the same search (the main
+job's space, constraint, recipe, budget and rung rule; ``--epochs`` and ``--images`` shrink it
+for a quick look), one after the other, each on an embedded Ray of ``--cpus`` CPUs. A design
+counts as trained when its trial trained (finished, or stopped by the rung rule); designs that
+break the constraint are not trained.
 
-    .venv/bin/python benchmarks/search_throughput.py [--old c17ac62] [--trials 8] [--epochs 4]
+    .venv/bin/python benchmarks/search_throughput.py [--old c17ac62] [--trials 8] [--epochs 10]
 
 The last line reads ``designs per core-hour: old X, new Y, Rx``.
 """
@@ -85,8 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="c17ac62", help="the old path's commit")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
     space = ROOT / "search_spaces" / "elan_tiny.yaml"
@@ -94,7 +95,7 @@ def main() -> None:
         space=space,
         trials=args.trials,
         epochs=args.epochs,
-        grace=max(1, args.epochs // 2),
+        grace=max(1, round(args.epochs * 0.6)),  # the main job's rung: epoch 6 of 10
         images=args.images,
         cpus=args.cpus,
     )

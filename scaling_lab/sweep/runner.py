@@ -199,7 +199,11 @@ class _Session:
                 scheduler=scheduler,
                 max_concurrent_trials=concurrent,
                 time_budget_s=time_left,
-                reuse_actors=False,
+                # a worker trains trial after trial (no process start and imports each):
+                # a trial sets every global it reads (seeds, threads), so the same sweep gives
+                # the same rows either way (checked on a training search, and by the main
+                # job's byte-identical tables)
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
