@@ -349,6 +349,7 @@ def _run_search(session: _Session, retry_failed: bool) -> None:
     pipeline.resume_queue(retry_failed)
     scheduler = rung_scheduler(rule, lag=lag) if rule is not None else None
     session.fit(run_search_trial, {}, scheduler, size, search_alg=pipeline_searcher(pipeline))
+    pipeline.tell_upto(len(pipeline.batches) - 1)  # the study ends with every result told
 
 
 def _open_store(sweep_dir: Path, resume: bool) -> TrialStore:
