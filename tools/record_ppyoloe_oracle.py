@@ -13,10 +13,11 @@ the loss needs are loaded from the source tree, the rest of ``ppdet`` is stubbed
     /tmp/paddle-venv/bin/python tools/record_ppyoloe_oracle.py \\
         --ppdet /tmp/ppdet-src --out tests/fixtures/ppyoloe_oracle/
 
-Cases ``{tal,atss}_{1,6,30}``: 2 images of 128 px, 3 levels in PaddleDetection's order
+Cases ``{tal,atss}_{1,6,30,3_7}``: 2 images of 128 px, 3 levels in PaddleDetection's order
 (strides 32, 16, 8), reg_max 16, 3 classes, 1, 6 and 30 boxes per image (the second image of
-the 1-box cases has none); ``tal`` after the static epochs, ``atss`` within them. Raw
-predictions are seeded normal values stored as float16 (their float32 upcast is the input).
+the 1-box cases has none) and 3 and 7 (padded targets); ``tal`` after the static epochs,
+``atss`` within them. Raw predictions are seeded normal values stored as float16 (their
+float32 upcast is the input).
 
 Each ``.npz`` holds ``map_<i>`` (B, 4 x 17 + nc, H, W) float16 raw level maps [distance bins,
 class logits], ``targets`` (N, 6) float32 [image, class, cx, cy, w, h] normalized,
@@ -71,8 +72,9 @@ def stub_ppdet(root: str) -> None:
     sys.modules["ppdet.modeling.losses"].GIoULoss = iou_loss.GIoULoss
 
 
-def make_inputs(n_boxes: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Seeded raw maps (float16-representable) and targets (N, 6) normalized."""
+def make_inputs(n_boxes: int | tuple[int, int], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Seeded raw maps (float16-representable) and targets (N, 6) normalized; ``n_boxes`` per
+    image, or one count per image."""
     rng = np.random.default_rng(seed)
     maps = []
     for s in STRIDES:
@@ -83,7 +85,8 @@ def make_inputs(n_boxes: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
         maps.append(m.astype(np.float16).astype(np.float32))
     rows = []
     for b in range(BATCH):
-        n = n_boxes if (b == 0 or n_boxes > 1) else 0
+        counts = n_boxes if isinstance(n_boxes, tuple) else (n_boxes, n_boxes if n_boxes > 1 else 0)
+        n = counts[b]
         wh = rng.uniform(6, 64, size=(n, 2)).astype(np.float32)
         centre = (wh / 2 + rng.uniform(0, 1, size=(n, 2)) * (IMG - wh)).astype(np.float32)
         cls = rng.integers(0, NC, size=(n, 1)).astype(np.float32)
@@ -185,10 +188,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for static in (False, True):
-        for i, n_boxes in enumerate((1, 6, 30)):
+        for i, n_boxes in enumerate((1, 6, 30, (3, 7))):
             maps, targets = make_inputs(n_boxes, seed=200 + i)
             record = run_oracle(maps, targets, static)
-            name = f"{'atss' if static else 'tal'}_{n_boxes}"
+            count = "_".join(map(str, n_boxes)) if isinstance(n_boxes, tuple) else n_boxes
+            name = f"{'atss' if static else 'tal'}_{count}"
             data = {f"map_{k}": m.astype(np.float16) for k, m in enumerate(maps)}
             data.update(
                 targets=targets,

@@ -1,7 +1,7 @@
 """PP-YOLOE's assigners and loss against PaddleDetection's recorded output
 (``tools/record_ppyoloe_oracle.py``; fixtures in ``tests/fixtures/ppyoloe_oracle``): the same
 positives (order-independent) and every loss term within 1e-6 relative, for the Task-Aligned
-and the static ATSS assigner, at 1, 6 and 30 boxes per image."""
+and the static ATSS assigner, at 1, 6 and 30 boxes per image and at 3 and 7 (padding)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from scaling_lab.train.heads.ppyoloe import WEIGHTS, PpyoloeLoss
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ppyoloe_oracle"
-CASES = [f"{rule}_{n}" for rule in ("tal", "atss") for n in (1, 6, 30)]
+CASES = [f"{rule}_{n}" for rule in ("tal", "atss") for n in ("1", "6", "30", "3_7")]
 REL = 1e-6
 
 
