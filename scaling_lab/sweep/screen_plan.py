@@ -6,7 +6,8 @@ between the predictor and the trained metric whose 95% interval excludes 0:
 
 - supported: the search's first generation is seeded with the designs the screen ranks best
   at their cost: the non-dominated layers of (predictor, in its measured direction; the
-  search's cost objective), peeled front by front, each front taken cheapest first;
+  search's cost objective), peeled front by front, each front's members spread evenly from
+  the cheapest to the dearest;
 - not supported (no calibration, another budget, an interval containing 0): the first
   generation is the first designs of the screen that keep the constraints, in the screen's
   (seeded) order: the screen then only removes designs that break a constraint.
@@ -96,6 +97,15 @@ def _layers(values: np.ndarray, modes: list[str]) -> list[np.ndarray]:
     return out
 
 
+def _spread(front: np.ndarray, count: int) -> list[int]:
+    """``count`` members of a front sorted by cost, evenly spaced from the cheapest to the
+    dearest (all of it when it has no more): the first generation spans the trade-off."""
+    if len(front) <= count:
+        return front.tolist()
+    picks = np.unique(np.round(np.linspace(0, len(front) - 1, count)).astype(int))
+    return front[picks].tolist()
+
+
 def plan_screen(
     frame: pd.DataFrame,
     experiment: Experiment,
@@ -120,9 +130,12 @@ def plan_screen(
         values = feasible[names].to_numpy(dtype=float)
         order: list[int] = []
         for layer in _layers(values, modes):
-            cheapest = layer[np.lexsort((feasible.loc[layer, "key"].to_numpy(), values[layer, -1]))]
-            order += cheapest.tolist()
-        chosen = feasible.loc[order[:count]]
+            need = count - len(order)
+            if need <= 0:
+                break
+            by_cost = layer[np.lexsort((feasible.loc[layer, "key"].to_numpy(), values[layer, -1]))]
+            order += _spread(by_cost, need)
+        chosen = feasible.loc[order]
         note = (
             f"Screen: {len(frame)} designs scored without training; the first {len(chosen)} "
             f"proposals are the best by {screen.by} at their cost (calibrated Kendall tau "

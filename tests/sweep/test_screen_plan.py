@@ -61,10 +61,14 @@ def _calibration(tmp_path, tau: float, ci: list[float], train: dict = TRAIN):
 
 
 def test_a_supported_predictor_seeds_the_best_at_their_cost(experiment, tmp_path):
-    plan = plan_screen(_screen(), experiment, 3, _calibration(tmp_path, 0.85, [0.6, 1.0]), TRAIN)
-    # front of (flops max, latency min) over the feasible a..d: a, b, d (c is dominated by b);
-    # cheapest first; then the next layer (c)
+    calibration = _calibration(tmp_path, 0.85, [0.6, 1.0])
+    plan = plan_screen(_screen(), experiment, 3, calibration, TRAIN)
+    # front of (flops max, latency min) over the feasible a..d: a, b, d (c is dominated by b)
     assert plan.supported and [s["elan1.depth"] for s in plan.seeds] == [1, 2, 4]
+    spread = plan_screen(_screen(), experiment, 2, calibration, TRAIN)
+    assert [s["elan1.depth"] for s in spread.seeds] == [1, 4]  # the front's two ends
+    more = plan_screen(_screen(), experiment, 4, calibration, TRAIN)
+    assert [s["elan1.depth"] for s in more.seeds] == [1, 2, 4, 3]  # then the next layer
     assert isinstance(plan.seeds[0]["elan1.depth"], int)
     assert "0.85 [0.60, 1.00]" in plan.note
 
