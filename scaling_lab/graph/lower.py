@@ -5,7 +5,7 @@ from __future__ import annotations
 from scaling_lab.errors import shown
 from scaling_lab.graph.block_graph import INPUT, BlockGraph, BlockNode
 from scaling_lab.layers.builder import LayerBuilder
-from scaling_lab.layers.layer_graph import LayerGraph
+from scaling_lab.layers.layer_graph import Layer, LayerGraph
 from scaling_lab.layers.plan_repconv import plan_repconv
 from scaling_lab.limits import MAX_IMG_SIZE, MAX_NC
 from scaling_lab.ops.base import Port, Shape
@@ -62,15 +62,18 @@ def _lower_at(graph: BlockGraph, img_size: int, builder: LayerBuilder | None = N
         name=graph.name,
         layers=tuple(lb.layers),
         input_shape=image,
-        meta={"nc": graph.nc, "img_size": img_size, "head": _head_type(graph)},
+        meta={"nc": graph.nc, "img_size": img_size, **_raw_head(graph, lb.layers)},
     )
 
 
-def _head_type(graph: BlockGraph) -> str | None:
-    """The block type of the lead detection head: the trainer picks its loss and decoder
-    by it (``train/heads``)."""
+def _raw_head(graph: BlockGraph, layers: list[Layer]) -> dict[str, str]:
+    """``{"head": block type}`` for a head whose output is raw, not decoded by a ``Detect``:
+    the trainer picks its loss and decoder by it (``train/heads``). A ``Detect`` head records
+    nothing, so a training graph (``aux_detect``) and its deploy graph (``detect``) stay equal."""
     heads = [node.type for node in graph.nodes if node.block.head]
-    return heads[0] if heads else None
+    if not heads or not layers or layers[-1].kind == "detect":
+        return {}
+    return {"head": heads[0]}
 
 
 def declared_ports(graph: BlockGraph) -> dict[str, tuple[str, ...]]:

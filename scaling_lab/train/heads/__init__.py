@@ -57,8 +57,8 @@ def _load_families() -> None:
 
 
 def head_family(model: nn.Module) -> HeadFamily:
-    """The family of ``model``'s detection head (``layer_graph.meta['head']``: its block type);
-    a model without that record (built elsewhere) is taken as a YOLO ``Detect`` model."""
+    """The family of ``model``'s detection head: ``layer_graph.meta['head']``, the block type
+    of a head with raw outputs; without it (a ``Detect`` head records none) the YOLO family."""
     _load_families()
     graph = getattr(model, "layer_graph", None)
     block_type = graph.meta.get("head") if graph is not None else None
