@@ -11,10 +11,16 @@ imports; not the project's venv)::
     git -C <mirror> archive HEAD yolox | tar -x -C /tmp/yolox-src
     /tmp/oracle-venv/bin/python tools/record_yolox_oracle.py \\
         --yolox /tmp/yolox-src --out tests/fixtures/yolox_oracle/
+    # the SimOTA prior of YOLOX 0.1-0.2 (simota.LEGACY): the commit before 14c62a7
+    git -C <mirror> archive 14c62a7^ yolox | tar -x -C /tmp/yolox-legacy
+    /tmp/oracle-venv/bin/python tools/record_yolox_oracle.py --legacy \\
+        --yolox /tmp/yolox-legacy --out tests/fixtures/yolox_oracle/
 
 Cases ``boxes_{1,6,30}``: 2 images of 128 px, 3 levels (strides 8, 16, 32), 3 classes, 1, 6
-and 30 boxes per image (the second image of ``boxes_1`` has none). Boxes lie on a quarter-pixel
-grid so that the normalized targets times 128 are the oracle's pixel labels exactly. Raw
+and 30 boxes per image (the second image of ``boxes_1`` has none); with ``--legacy`` the
+same cases as ``legacy_boxes_{1,6,30}`` (the older code's ``get_assignments`` signature).
+Boxes lie on a quarter-pixel grid so that the normalized targets times 128 are the oracle's
+pixel labels exactly. Raw
 predictions are seeded normal values stored as float16 (their float32 upcast is the input).
 
 Each ``.npz`` holds ``map_<i>`` (B, 5 + nc, H, W) float16 raw level maps [box, obj, classes],
@@ -27,6 +33,7 @@ the L1 term and ``loss_l1`` / ``l1`` with it; ``yolox_version`` and ``torch_vers
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -101,18 +108,15 @@ def positives(head, outputs, labels, counts, xs, ys, strides) -> np.ndarray:
     rows, offset = [], 0
     for b, n in enumerate(counts):
         if n:
-            _, fg, _, matched, _ = head.get_assignments(
-                b,
-                n,
-                labels[b, :n, 1:5],
-                labels[b, :n, 0],
-                outputs[b, :, :4],
-                expanded,
-                x_shifts,
-                y_shifts,
-                outputs[:, :, 5:],
-                outputs[:, :, 4:5],
-            )
+            gt_boxes, gt_classes, boxes = labels[b, :n, 1:5], labels[b, :n, 0], outputs[b, :, :4]
+            cls, obj = outputs[:, :, 5:], outputs[:, :, 4:5]
+            if "total_num_anchors" in inspect.signature(head.get_assignments).parameters:
+                args = (b, n, outputs.shape[1], gt_boxes, gt_classes, boxes, expanded)
+                rest = (x_shifts, y_shifts, cls, outputs[:, :, :4], obj, labels, None)
+            else:
+                args = (b, n, gt_boxes, gt_classes, boxes, expanded)
+                rest = (x_shifts, y_shifts, cls, obj)
+            _, fg, _, matched, _ = head.get_assignments(*args, *rest)
             cells = fg.nonzero().squeeze(1)
             for cell, gt in zip(cells.tolist(), matched.tolist()):
                 rows.append((b, cell, offset + gt))
@@ -124,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yolox", required=True, help="folder holding the yolox package")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--legacy", action="store_true", help="name the cases legacy_*")
     args = parser.parse_args()
     sys.path.insert(0, args.yolox)
     import yolox
@@ -145,8 +150,9 @@ def main() -> None:
             torch_version=np.array(torch.__version__),
             **record,
         )
-        np.savez_compressed(out / f"boxes_{n_boxes}.npz", **data)
-        print(f"boxes_{n_boxes}: {len(record['positives'])} positives, loss {record['loss']:.6f}")
+        name = f"{'legacy_' if args.legacy else ''}boxes_{n_boxes}"
+        np.savez_compressed(out / f"{name}.npz", **data)
+        print(f"{name}: {len(record['positives'])} positives, loss {record['loss']:.6f}")
 
 
 if __name__ == "__main__":

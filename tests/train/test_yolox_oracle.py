@@ -1,7 +1,7 @@
 """YOLOX's SimOTA and loss against the public YOLOX code's recorded output
 (``tools/record_yolox_oracle.py``; fixtures in ``tests/fixtures/yolox_oracle``): the same
 positives (order-independent) and every loss term within 1e-6 relative, at 1, 6 and 30 boxes
-per image."""
+per image, with the SimOTA prior of YOLOX 0.3.0 and with the older one (``simota.LEGACY``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from scaling_lab.train.heads.grid import cells
 from scaling_lab.train.heads.yolox import YoloxLoss, decode_boxes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "yolox_oracle"
-CASES = ("boxes_1", "boxes_6", "boxes_30")
+# legacy_*: recorded with the code before YOLOX commit 14c62a7 (the SimOTA prior of 0.1-0.2)
+CASES = tuple(f"{prefix}boxes_{n}" for prefix in ("", "legacy_") for n in (1, 6, 30))
 REL = 1e-6
 
 
@@ -28,8 +29,9 @@ def load(case: str) -> tuple[dict, list[torch.Tensor], torch.Tensor, torch.Tenso
     return data, maps, torch.from_numpy(data["targets"]), images
 
 
-def criterion(data: dict, *, use_l1: bool) -> YoloxLoss:
-    loss = YoloxLoss(None, {}, strides=tuple(data["strides"]), nc=int(data["nc"]))
+def criterion(data: dict, *, use_l1: bool, legacy: bool = False) -> YoloxLoss:
+    hyp = {"simota_legacy": 1.0 if legacy else 0.0}
+    loss = YoloxLoss(None, hyp, strides=tuple(data["strides"]), nc=int(data["nc"]))
     loss.use_l1 = use_l1
     return loss
 
@@ -37,7 +39,7 @@ def criterion(data: dict, *, use_l1: bool) -> YoloxLoss:
 @pytest.mark.parametrize("case", CASES)
 def test_positives_are_the_oracles(case: str) -> None:
     data, maps, targets, _ = load(case)
-    crit = criterion(data, use_l1=False)
+    crit = criterion(data, use_l1=False, legacy=case.startswith("legacy"))
     raw = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
     sizes = [tuple(m.shape[-2:]) for m in maps]
     cell_xy, stride = cells(sizes, crit.strides, raw.device)
@@ -58,7 +60,8 @@ def test_positives_are_the_oracles(case: str) -> None:
 @pytest.mark.parametrize("use_l1", [False, True])
 def test_loss_is_the_oracles(case: str, use_l1: bool) -> None:
     data, maps, targets, images = load(case)
-    parts = criterion(data, use_l1=use_l1).losses(maps, targets, images)
+    crit = criterion(data, use_l1=use_l1, legacy=case.startswith("legacy"))
+    parts = crit.losses(maps, targets, images)
     total = parts["iou"] + parts["obj"] + parts["cls"] + parts["l1"]
     if use_l1:
         assert float(parts["l1"]) == pytest.approx(float(data["l1"]), rel=REL)
@@ -86,3 +89,13 @@ def test_l1_switches_on_for_the_last_epochs() -> None:
     assert on.index(True) == 285 and all(on[285:])
     crit.set_epoch(9, 10)
     assert not crit.use_l1  # 15/300 of 10 epochs rounds to none
+
+
+def test_the_priors_differ_on_these_inputs() -> None:
+    """The legacy fixtures test something the current ones do not: another positive set."""
+    data, maps, targets, _ = load("legacy_boxes_30")
+    legacy = criterion(data, use_l1=False, legacy=True).losses(
+        maps, targets, torch.zeros(2, 3, 128, 128)
+    )
+    current = criterion(data, use_l1=False).losses(maps, targets, torch.zeros(2, 3, 128, 128))
+    assert int(legacy["num_fg"]) == len(data["positives"]) != int(current["num_fg"])

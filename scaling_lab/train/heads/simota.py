@@ -1,12 +1,15 @@
 """SimOTA label assignment (YOLOX, Ge et al. 2021, §2.3 "SimOTA"), per image, as the public
 YOLOX code (Megvii-BaseDetection/YOLOX 0.3.0, ``YOLOXHead.get_assignments``) computes it.
 
-1. Centre prior: a cell is a candidate of a target when the cell centre lies strictly within
-   ``radius`` strides (1.5, the public code since 0.3.0; 2.5 with "inside the box" before) of
-   the target centre, in x and in y; candidates of any target compete for every target.
+1. Centre prior (``Prior``): a cell is a candidate of a target when the cell centre lies
+   strictly within ``radius`` strides of the target centre, in x and in y (``CURRENT``: 1.5,
+   the public code since 0.3.0); ``LEGACY`` (the code before, 0.1-0.2, as the paper
+   describes it): within 2.5 strides *or* inside the box. Candidates of any target compete
+   for every target.
 2. Cost of (target, candidate): BCE of sqrt(sigmoid(cls) * sigmoid(obj)) against the one-hot
-   class, summed over classes, + 3 x -log(IoU + 1e-8), + 1e6 where the candidate is outside
-   that target's own prior.
+   class, summed over classes, + 3 x -log(IoU + 1e-8), + ``outside_cost`` (1e6; ``LEGACY``
+   1e5) where the candidate is outside that target's own prior (``LEGACY``: not both inside
+   the box and within 2.5 strides).
 3. Dynamic k: per target, the sum of its 10 largest IoUs, truncated to an integer, at least 1;
    the target takes its k cheapest candidates.
 4. A candidate taken by several targets goes to the cheapest of them.
@@ -20,10 +23,22 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-CENTER_RADIUS = 1.5  # strides
 IOU_COST = 3.0
-OUTSIDE_COST = 1e6
 TOPK_IOU = 10
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Which cells a target may take: within ``radius`` strides of its centre, and with
+    ``in_box`` the cells inside its box too (candidates: either; own prior: both)."""
+
+    radius: float
+    in_box: bool
+    outside_cost: float
+
+
+CURRENT = Prior(radius=1.5, in_box=False, outside_cost=1e6)  # YOLOX 0.3.0
+LEGACY = Prior(radius=2.5, in_box=True, outside_cost=1e5)  # YOLOX 0.1-0.2, the paper's
 
 
 @dataclass(frozen=True)
@@ -46,16 +61,28 @@ def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / (area_a[:, None] + area_b - inter)
 
 
-def centre_prior(gt: Tensor, cell_xy: Tensor, stride: Tensor, radius: float) -> Tensor:
-    """(G, N): the cell centre lies strictly within ``radius`` strides of the target centre."""
-    cx = ((cell_xy[:, 0] + 0.5) * stride)[None]
-    cy = ((cell_xy[:, 1] + 0.5) * stride)[None]
-    reach = (stride * radius)[None]
+def _inside(cx: Tensor, cy: Tensor, gt: Tensor, half_w: Tensor, half_h: Tensor) -> Tensor:
+    """(G, N): the cell centre strictly inside the rectangle of these half sides around the
+    target centre."""
     gx, gy = gt[:, 0:1], gt[:, 1:2]
     deltas = torch.stack(
-        (cx - (gx - reach), cy - (gy - reach), (gx + reach) - cx, (gy + reach) - cy)
+        (cx - (gx - half_w), cy - (gy - half_h), (gx + half_w) - cx, (gy + half_h) - cy)
     )
     return deltas.min(dim=0).values > 0.0
+
+
+def centre_prior(
+    gt: Tensor, cell_xy: Tensor, stride: Tensor, prior: Prior
+) -> tuple[Tensor, Tensor]:
+    """(G, N) candidates and own prior of each target (see ``Prior``)."""
+    cx = ((cell_xy[:, 0] + 0.5) * stride)[None]
+    cy = ((cell_xy[:, 1] + 0.5) * stride)[None]
+    reach = (stride * prior.radius)[None]
+    near = _inside(cx, cy, gt, reach, reach)
+    if not prior.in_box:
+        return near, near
+    box = _inside(cx, cy, gt, 0.5 * gt[:, 2:3], 0.5 * gt[:, 3:4])
+    return near | box, near & box
 
 
 @torch.no_grad()
@@ -68,17 +95,17 @@ def simota(
     cell_xy: Tensor,
     stride: Tensor,
     *,
-    radius: float = CENTER_RADIUS,
+    prior: Prior = CURRENT,
 ) -> Match:
     """Positives of one image. ``boxes`` (N, 4) decoded (cx, cy, w, h) pixels, logits (N, nc)
     and (N, 1), ``gt_boxes`` (G, 4) pixels, ``gt_classes`` (G,), cells as ``grid.cells``."""
     nc = cls_logits.shape[1]
-    prior = centre_prior(gt_boxes, cell_xy, stride, radius)
-    candidate = prior.any(0)
+    reach, own = centre_prior(gt_boxes, cell_xy, stride, prior)
+    candidate = reach.any(0)
     empty = boxes.new_zeros(0, dtype=torch.long)
     if not bool(candidate.any()):
         return Match(empty, empty, boxes.new_zeros(0))
-    inside = prior[:, candidate]
+    inside = own[:, candidate]
     ious = pairwise_iou(gt_boxes.float(), boxes[candidate].float())
     one_hot = functional.one_hot(gt_classes.long(), nc).float()
     score = (
@@ -90,7 +117,7 @@ def simota(
         one_hot.unsqueeze(1).repeat(1, n_cand, 1),
         reduction="none",
     ).sum(-1)
-    cost = cls_cost + IOU_COST * -torch.log(ious + 1e-8) + OUTSIDE_COST * (~inside)
+    cost = cls_cost + IOU_COST * -torch.log(ious + 1e-8) + prior.outside_cost * (~inside)
     taken = _match(cost, ious)
     fg = taken.sum(0) > 0
     cell = candidate.nonzero().squeeze(1)[fg]

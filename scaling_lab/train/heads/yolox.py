@@ -28,7 +28,7 @@ from torch.nn import functional
 
 from scaling_lab.train.heads import HeadFamily, prediction_convs, prior_bias, register_head
 from scaling_lab.train.heads.grid import cells, flatten_maps, level_sizes, level_strides, targets_px
-from scaling_lab.train.heads.simota import Match, simota
+from scaling_lab.train.heads.simota import CURRENT, LEGACY, Match, simota
 
 REG_WEIGHT = 5.0
 NOMINAL_BATCH = 64
@@ -60,13 +60,15 @@ class YoloxLoss:
 
     def __init__(self, model: nn.Module | None, hyp: dict, **settings: Any) -> None:
         """``settings`` the trainer passes for other heads are ignored; without a model,
-        ``strides`` and ``nc`` must be given (tests)."""
+        ``strides`` and ``nc`` must be given (tests). ``hyp['simota_legacy']`` 1 takes the
+        centre prior of YOLOX 0.1-0.2 (``simota.LEGACY``), 0 (the default) 0.3.0's."""
         if model is not None:
             self.strides = level_strides(model)
             self.nc = int(model.layer_graph.meta["nc"])
         else:
             self.strides, self.nc = tuple(settings["strides"]), int(settings["nc"])
         self.use_l1 = False
+        self.prior = LEGACY if hyp.get("simota_legacy", 0) else CURRENT
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """The L1 term in the run's last ``l1_epochs(epochs)`` epochs, as the public trainer."""
@@ -113,6 +115,7 @@ class YoloxLoss:
                     mine[:, 1],
                     cell_xy,
                     stride,
+                    prior=self.prior,
                 )
             )
         return out
@@ -186,6 +189,7 @@ RECIPE = {
     "degrees": 10.0,
     "translate": 0.1,
     "shear": 2.0,
+    "simota_legacy": 0.0,  # 1: the SimOTA centre prior of YOLOX 0.1-0.2 (simota.LEGACY)
 }
 
 PRIOR_PROB = 0.01
