@@ -61,3 +61,14 @@ def test_static_assigner_for_the_first_third() -> None:
         crit.set_epoch(epoch, 300)
         static.append(crit.static)
     assert static.index(False) == 100 and not any(static[100:])
+
+
+def test_loss_under_autocast_is_the_float32_loss() -> None:
+    """The trainer calls the loss under autocast (AMP); the loss leaves it and stays float32."""
+    data = dict(np.load(FIXTURES / "tal_6.npz"))
+    maps = [torch.from_numpy(data[f"map_{i}"]).float() for i in range(3)]
+    crit = PpyoloeLoss(None, {}, strides=(32, 16, 8), nc=3, reg_max=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, items = crit(maps, torch.from_numpy(data["targets"]), torch.zeros(2, 3, 128, 128))
+    assert loss.dtype == torch.float32
+    assert float(items[3]) == pytest.approx(float(data["loss"]), rel=REL)

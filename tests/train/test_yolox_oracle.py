@@ -99,3 +99,12 @@ def test_the_priors_differ_on_these_inputs() -> None:
     )
     current = criterion(data, use_l1=False).losses(maps, targets, torch.zeros(2, 3, 128, 128))
     assert int(legacy["num_fg"]) == len(data["positives"]) != int(current["num_fg"])
+
+
+def test_loss_under_autocast_is_the_float32_loss() -> None:
+    """The trainer calls the loss under autocast (AMP); the loss leaves it and stays float32."""
+    data, maps, targets, images = load("boxes_6")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, items = criterion(data, use_l1=True)(maps, targets, images)
+    assert loss.dtype == torch.float32
+    assert float(items[3]) == pytest.approx(float(data["loss_l1"]), rel=REL)

@@ -86,14 +86,16 @@ class YoloxLoss:
         return total * outputs[0].shape[0] / NOMINAL_BATCH, items
 
     def losses(self, outputs: list[Tensor], targets: Tensor, images: Tensor) -> dict[str, Tensor]:
-        """The public code's terms: ``iou`` (x 5), ``obj``, ``cls``, ``l1`` and ``num_fg``."""
-        raw = flatten_maps(outputs).float()
-        sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in outputs]
-        cell_xy, stride = cells(sizes, self.strides, raw.device)
-        boxes = decode_boxes(raw[..., :4], cell_xy, stride)
-        gts = targets_px(targets.to(raw.device), images)
-        matches = self.assign(raw, boxes, gts, cell_xy, stride)
-        return self._terms(raw, boxes, gts, matches, cell_xy, stride)
+        """The public code's terms: ``iou`` (x 5), ``obj``, ``cls``, ``l1`` and ``num_fg``;
+        in float32 outside autocast (SimOTA's BCE of probabilities refuses CUDA autocast)."""
+        with torch.autocast(outputs[0].device.type, enabled=False):
+            raw = flatten_maps(outputs).float()
+            sizes = [(int(m.shape[-2]), int(m.shape[-1])) for m in outputs]
+            cell_xy, stride = cells(sizes, self.strides, raw.device)
+            boxes = decode_boxes(raw[..., :4], cell_xy, stride)
+            gts = targets_px(targets.to(raw.device), images)
+            matches = self.assign(raw, boxes, gts, cell_xy, stride)
+            return self._terms(raw, boxes, gts, matches, cell_xy, stride)
 
     def assign(
         self, raw: Tensor, boxes: Tensor, gts: Tensor, cell_xy: Tensor, stride: Tensor
