@@ -84,7 +84,7 @@ def prediction_convs(model: nn.Module) -> list[nn.Conv2d]:
     """The head's prediction convs (bias, no BatchNorm, no activation) in the order the head's
     lowering emits them, as torch modules."""
     graph = model.layer_graph
-    head = graph[graph.output.name].node
+    head = graph.output.node
     modules = dict(model.named_modules())
     convs = []
     for layer in graph.layers:
@@ -102,8 +102,8 @@ def prior_bias(prob: float) -> float:
 
 class Decoded(nn.Module):
     """``model`` whose eval-mode output is decoded by its head family (training mode and
-    self-decoding models pass through unchanged): what the evaluator, the benchmark and the
-    ONNX export run. ``layer_graph`` is the wrapped model's."""
+    self-decoding models pass through unchanged): what the evaluator and an ONNX export run.
+    ``layer_graph`` is the wrapped model's."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
