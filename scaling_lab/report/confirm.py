@@ -175,19 +175,18 @@ def conclude(confirmed: list[dict[str, Any]], setup: ConfirmSetup) -> tuple[str 
     winners = [(c, v) for c, v in against if _better(v, setup.mode)]
     if winners:
         c, v = winners[0]
-        verb = "beats"
         return c["key"], (
-            f"{c['label']} {verb} {base} by {_interval(v)} {how}{_cost_text(v, setup.cost)}."
+            f"{c['label']} beats {base} by {_interval(v)} {how}{_cost_text(v, setup.cost)}."
         )
     c, v = against[0]
     if all(entry["significant"] for _, entry in against):
         return None, (
             f"no design beats {base} at this budget: the best confirmed, {c['label']}, "
-            f"trails it by {_interval(v)} {how}."
+            f"trails it by {_interval(v)} {how}{_cost_text(v, setup.cost)}."
         )
     return None, (
         f"no design is distinguishable from {base} at this budget: the best confirmed, "
-        f"{c['label']}, {_interval(v)} {how}."
+        f"{c['label']}, {_interval(v)} {how}{_cost_text(v, setup.cost)}."
     )
 
 
