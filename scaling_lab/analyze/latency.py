@@ -383,9 +383,14 @@ def benchmark(
     dtype: str | None = None,
     batch: int | None = None,
     preset: str | None = None,
+    wrap: Callable[[Any], Any] | None = None,
     **options: Any,
 ) -> LatencyResult:
     """Latency of a zoo model, spec file or BlockGraph in its deployed form.
+
+    ``wrap``: applied to the built module before timing (the CLI and sweeps pass the head
+    family's decode, ``train.heads.with_decode``, so an anchor-free head is timed with its
+    box decoding as the YOLOv7 heads are: ``analyze`` may not import ``train``).
 
     ``options`` go to ``measure_latency`` (channels_last, compile, cuda_graph, threads,
     warmup, iters, nms, conf_thres, iou_thres). ``preset="paper"`` fixes device cuda, fp16,
@@ -409,6 +414,8 @@ def benchmark(
             ) from None
         raise
     module, name, size = deploy_model(model, nc=nc, img_size=img_size, repconv=repconv, form=form)
+    if wrap is not None:
+        module = wrap(module)
     return measure_latency(
         module,
         img_size=size,

@@ -244,10 +244,12 @@ def bench_from_args(args: argparse.Namespace, graph: BlockGraph | None = None) -
     """Latency of the fused deploy model under the flags' protocol (``lab bench``, ``lab
     profile --latency``; flags only ``lab bench`` has read as unset elsewhere)."""
     from scaling_lab.analyze.latency import benchmark
+    from scaling_lab.train.heads import with_decode
 
     return benchmark(
         graph if graph is not None else training_graph_from_args(args, "bench"),
         img_size=args.img,
+        wrap=with_decode,  # an anchor-free head timed with its decode, as YOLOv7's
         preset=getattr(args, "preset", None),
         nms=getattr(args, "nms", False),
         conf_thres=getattr(args, "conf_thres", None),

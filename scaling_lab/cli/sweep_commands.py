@@ -126,8 +126,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _rescore(experiment, args: argparse.Namespace, verbose: int) -> int:
     """``--proxies``: the predictors' taus added to the existing calibration, no training."""
-    from scaling_lab.report.proxy_stats import above_zero
     from scaling_lab.report.calibration_proxies import rescore_calibration
+    from scaling_lab.report.proxy_stats import above_zero
 
     reports, table = args.reports, args.latency_table
     for path in rescore_calibration(experiment, reports, progress=verbose >= 1, table=table):

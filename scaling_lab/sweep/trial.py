@@ -329,7 +329,9 @@ class Trial:
 
         options = self.experiment.latency.given()
         options.setdefault("device", default_device())
-        result = benchmark(graph, **options)
+        from scaling_lab.train.heads import with_decode
+
+        result = benchmark(graph, wrap=with_decode, **options)
         protocol = result.protocol
         self.row.update(
             latency_ms=round(result.latency_ms, 4),

@@ -75,9 +75,7 @@ def test_the_same_search_twice_proposes_the_same_designs_in_order(experiment, fi
     assert _table(again) == _table(frame)  # the same table, timings and paths aside
 
 
-def test_a_search_interrupted_mid_batch_resumes_into_the_same_sequence(
-    experiment, first, tmp_path
-):
+def test_a_search_interrupted_mid_batch_resumes_into_the_same_sequence(experiment, first, tmp_path):
     """The driver dies in the second batch after one of its two trials finished: the sweep
     folder as it was then (the first 4 proposals logged, 3 trials over) resumes into the
     uninterrupted run's sequence and table."""
