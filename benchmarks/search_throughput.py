@@ -1,14 +1,17 @@
 """Designs trained per core-hour: the old search path against this checkout, side by side.
 
 The old path is the code of an earlier commit (default c17ac62, the last before the search was
-pipelined): batch-synchronous batches, pycocotools' COCOeval, the per-tensor optimizer step.
-It is extracted with ``git archive`` into a temporary folder and run with this virtual
-environment's packages; the new path is this checkout (pipelined batches, faster-coco-eval,
-foreach optimizer steps, workers reused across trials). Both run the same search (the main
-job's space, constraint, recipe, budget and rung rule; ``--epochs`` and ``--images`` shrink it
-for a quick look), one after the other, each on an embedded Ray of ``--cpus`` CPUs. A design
-counts as trained when its trial trained (finished, or stopped by the rung rule); designs that
-break the constraint are not trained.
+pipelined): batch-synchronous batches, pycocotools' COCOeval, the per-tensor optimizer step, a
+fresh worker process per trial. It is extracted with ``git archive`` into a temporary folder
+and run with this virtual environment's packages; the new path is this checkout (pipelined
+batches, faster-coco-eval, foreach optimizer steps, workers reused across trials).
+
+Both train the same work: the main job's space, constraint, recipe and budget (``--epochs``
+and ``--images`` shrink it for a quick look), with a random sampler (proposals that do not
+depend on results, so both paths train the same designs) and no early stopping (the two
+paths' rung rules differ, and a stop saves work that is not throughput). They run one after
+the other, each on an embedded Ray of ``--cpus`` CPUs; ``--asha`` adds the main job's rung rule
+and NSGA-II back, which then lets the two paths train different designs.
 
     .venv/bin/python benchmarks/search_throughput.py [--old c17ac62] [--trials 8] [--epochs 10]
 
@@ -38,10 +41,9 @@ search:
   space: {space}
   trials: {trials}
   objectives: {{AP50: max, params: min}}
-  sampler: nsga2
+  sampler: {sampler}
   seed: 0
-scheduler: {{type: asha, metric: AP50, mode: max, grace_period: {grace}, reduction_factor: 2}}
-train:
+{scheduler}train:
   recipe: ours
   data: synth:images={images},size=128,val_fraction=0.3
   img_size: 128
@@ -68,8 +70,9 @@ def _old_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def _run(tree: Path, experiment: Path, work: Path, cpus: int) -> tuple[float, int, int]:
-    """``lab sweep`` of ``experiment`` with ``tree``'s package: wall s, trained, proposed."""
+def _run(tree: Path, experiment: Path, work: Path, cpus: int) -> tuple[float, int, set]:
+    """``lab sweep`` of ``experiment`` with ``tree``'s package: wall s, designs trained, and
+    the keys of the trials."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-c", "from scaling_lab.cli import main; raise SystemExit(main())"]
     args += ["sweep", str(experiment), "--storage", str(work / "runs"), "--reports"]
@@ -79,7 +82,7 @@ def _run(tree: Path, experiment: Path, work: Path, cpus: int) -> tuple[float, in
     wall = time.perf_counter() - started
     rows = pd.read_csv(work / "reports" / experiment.stem / "results.csv")
     trained = int(rows["status"].isin(["finished", "stopped"]).sum())
-    return wall, trained, len(rows)
+    return wall, trained, set(rows["key"])
 
 
 def main() -> None:
@@ -89,17 +92,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--asha", action="store_true", help="NSGA-II and the rung rule")
     args = parser.parse_args()
+    rung = max(1, round(args.epochs * 0.6))  # the main job's rung: epoch 6 of 10
+    scheduler = (
+        f"scheduler: {{type: asha, metric: AP50, mode: max, grace_period: {rung}, "
+        "reduction_factor: 2}\n"
+    )
     space = ROOT / "search_spaces" / "elan_tiny.yaml"
     text = EXPERIMENT.format(
         space=space,
         trials=args.trials,
         epochs=args.epochs,
-        grace=max(1, round(args.epochs * 0.6)),  # the main job's rung: epoch 6 of 10
+        sampler="nsga2" if args.asha else "random",
+        scheduler=scheduler if args.asha else "",
         images=args.images,
         cpus=args.cpus,
     )
-    rates = {}
+    rates, keys = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"old": _old_tree(args.old, Path(tmp) / "old"), "new": ROOT}
         for name, tree in paths.items():
@@ -108,12 +118,14 @@ def main() -> None:
             experiment = work / "throughput.yaml"
             # the new path would also train the base beside the designs: not a design
             experiment.write_text(text + ("baselines: []\n" if name == "new" else ""))
-            wall, trained, rows = _run(tree, experiment, work, args.cpus)
+            wall, trained, keys[name] = _run(tree, experiment, work, args.cpus)
             rates[name] = trained / (wall * args.cpus / 3600)
             print(
-                f"{name}: {trained} designs trained of {rows} trials in {wall:.0f} s on "
-                f"{args.cpus} cores: {rates[name]:.1f} designs per core-hour"
+                f"{name}: {trained} designs trained of {len(keys[name])} trials in {wall:.0f} s "
+                f"on {args.cpus} cores: {rates[name]:.1f} designs per core-hour"
             )
+    same = "the same designs" if keys["old"] == keys["new"] else "different designs"
+    print(f"both paths trained {same}")
     ratio = rates["new"] / rates["old"]
     print(f"designs per core-hour: old {rates['old']:.1f}, new {rates['new']:.1f}, {ratio:.2f}x")
 
