@@ -19,9 +19,9 @@ from typing import Any
 from scaling_lab.atomic import atomic_write_text
 from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.experiment_format import Experiment
+from scaling_lab.sweep.screen import PROFILE_PREDICTORS
 
 # predictor name in calibration.json -> the screen's column
-PROFILE_PREDICTORS = {"params": "params", "flops": "gflops", "latency_pred": "latency_pred_ms"}
 
 
 def design_predictors(

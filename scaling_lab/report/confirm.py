@@ -85,20 +85,18 @@ def summarize_confirm(frame: pd.DataFrame, setup: ConfirmSetup) -> dict[str, Any
             else math.nan
         )
         versus = []
+        cost = _cost(rows, setup.cost)
         for label, base_rows in baselines.items():
             diff = difference(_seed_map(base_rows, setup.metric), seeds)
             low, high = diff.delta - diff.ci95, diff.delta + diff.ci95
+            base_cost = _cost(base_rows, setup.cost)
             versus.append(
                 {
                     "model": label,
                     "diff": _round(diff.delta),
                     "ci95": [_round(low), _round(high)] if diff.estimated else None,
                     "significant": bool(diff.significant),
-                    "cost_ratio": _round(
-                        _cost(rows, setup.cost) / _cost(base_rows, setup.cost)
-                        if _cost(base_rows, setup.cost)
-                        else math.nan
-                    ),
+                    "cost_ratio": _round(cost / base_cost if base_cost else math.nan),
                 }
             )
         confirmed.append(
@@ -109,20 +107,23 @@ def summarize_confirm(frame: pd.DataFrame, setup: ConfirmSetup) -> dict[str, Any
                 "mean": _round(summary.mean),
                 "std": _round(summary.std),
                 "search_value": _round(searched),
-                setup.cost: _round(_cost(rows, setup.cost)),
+                setup.cost: _round(cost),
                 "vs_base": versus,
             }
         )
-    base_summaries = [
-        {
-            "model": label,
-            "seeds": sorted(_seed_map(rows, setup.metric)),
-            "mean": _round(summarize(list(_seed_map(rows, setup.metric).values())).mean),
-            "std": _round(summarize(list(_seed_map(rows, setup.metric).values())).std),
-            setup.cost: _round(_cost(rows, setup.cost)),
-        }
-        for label, rows in baselines.items()
-    ]
+    base_summaries = []
+    for label, rows in baselines.items():
+        values = _seed_map(rows, setup.metric)
+        summary = summarize(list(values.values()))
+        base_summaries.append(
+            {
+                "model": label,
+                "seeds": sorted(values),
+                "mean": _round(summary.mean),
+                "std": _round(summary.std),
+                setup.cost: _round(_cost(rows, setup.cost)),
+            }
+        )
     biases = [
         c["search_value"] - c["mean"]
         for c in confirmed

@@ -31,7 +31,7 @@ from typing import Any
 
 from scaling_lab.sweep.rungs import RungRule, row_history
 from scaling_lab.sweep.search import Proposal, SearchStudy
-from scaling_lab.sweep.store import TrialStore
+from scaling_lab.sweep.store import TERMINAL, TrialStore
 
 LAG = 2  # batch b is asked when batches up to b - LAG are over (b - 1 may still train)
 
@@ -67,10 +67,11 @@ class Pipeline:
     def known(self) -> set[str]:
         return {p.key for p in self.log}
 
-    def over(self, batch: list[Proposal], retry_failed: bool = False) -> bool:
-        """Every trial of ``batch`` has a terminal row."""
-        done = self.store.terminal_keys(retry_failed=retry_failed)
-        return all(p.key in done for p in batch)
+    def over(self, batch: list[Proposal]) -> bool:
+        """Every trial of ``batch`` has a terminal row (its rows only: Tune polls this while
+        a slot waits, and reading every row of a long search each time is wasted I/O)."""
+        rows = (self.store.read(key) for key in dict.fromkeys(p.key for p in batch))
+        return all(row is not None and row.get("status") in TERMINAL for row in rows)
 
     def tell_upto(self, last: int, finish: Callable[[list[Proposal]], None] | None = None) -> bool:
         """Tell batches up to ``last`` in order; a batch not over is finished first by
@@ -125,9 +126,8 @@ class Pipeline:
             self.store.write_proposals([p.as_dict() for p in self.log])
             fresh = list(dict.fromkeys(p.key for p in batch if p.key not in known))
             self.idle = 0 if fresh else self.idle + 1
-            done = self.store.terminal_keys()
             by_key = {p.key: p for p in batch}
-            self.queue.extend(by_key[k] for k in fresh if k not in done)
+            self.queue.extend(by_key[k] for k in fresh if not self.over([by_key[k]]))
         return self.queue.popleft()
 
     def next_config(self) -> dict[str, Any] | str | None:

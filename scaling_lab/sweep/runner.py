@@ -8,8 +8,8 @@ up to b - 2 are over, so no slot idles through a batch's tail. The study lives i
 sweep folder (or the RDB URL the experiment gives) and is rebuilt from the proposal log and
 the trial rows on every start. So the same command proposes the same designs in the same
 order, and early stopping (``rungs.py``) judges a trial of batch b against the batches up to
-b - 2 only. A search with baselines or a confirm phase trains them last (``confirm.py``). Ray
-is started
+b - 2 only. A search's baseline runs fill slots that would wait, and its confirm runs start
+once its last trial is over (``confirm.py``). Ray is started
 embedded on this machine unless ``address`` names a running cluster (whose workers must see
 the storage folder).
 
@@ -52,7 +52,7 @@ from scaling_lab.sweep.ray_setup import (
     trial_slots,
 )
 from scaling_lab.sweep.rungs import RungRule, rung_scheduler
-from scaling_lab.sweep.screen_plan import PROFILE_COLUMNS
+from scaling_lab.sweep.screen import PROFILE_PREDICTORS
 from scaling_lab.sweep.search import Proposal, SearchStudy, first_generation, logged_batches
 from scaling_lab.sweep.store import TERMINAL, TrialStore, results_frame, write_results
 from scaling_lab.sweep.trial import TrialContext, run_trial
@@ -218,11 +218,6 @@ class _Session:
         tuner.fit()
 
 
-def run_design(config: dict[str, Any], ctx: TrialContext) -> None:
-    """The trainable of a search batch: the design (and its proposal number) is nested."""
-    run_trial(dict(config["design"]), ctx)
-
-
 def _run_table(session: _Session, retry_failed: bool) -> None:
     from ray import tune
 
@@ -255,7 +250,7 @@ def _run_batch(
     if not designs:
         return
     scheduler = rung_scheduler(rule, lag=lag) if rule is not None else None
-    session.fit(run_design, {"design": tune.grid_search(designs)}, scheduler, len(designs))
+    session.fit(run_search_trial, {"design": tune.grid_search(designs)}, scheduler, len(designs))
 
 
 def _extra_runs(session: _Session, retry_failed: bool) -> tuple[list[dict], Any]:
@@ -303,7 +298,7 @@ def _screen(session: _Session, count: int) -> list[dict[str, Any]]:
     if screen is None or not experiment.trains(ctx.profile_only):
         return []
     reports_dir = Path(ctx.reports_dir)
-    proxies = [screen.by] if screen.by not in PROFILE_COLUMNS else False  # only what ranks
+    proxies = [screen.by] if screen.by not in PROFILE_PREDICTORS else False  # only what ranks
     frame = screen_designs(
         experiment,
         screen.designs,

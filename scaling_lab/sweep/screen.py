@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
     from scaling_lab.analyze.latency_table import LatencyTable
 
-PROFILE_COLUMNS = ("params", "gflops", "latency_pred_ms")
+# predictors without training that a profile gives: name (as lab calibrate --proxies and
+# ``screen: {by}`` call them) -> screen.csv column
+PROFILE_PREDICTORS = {"params": "params", "flops": "gflops", "latency_pred": "latency_pred_ms"}
+PROFILE_COLUMNS = tuple(PROFILE_PREDICTORS.values())
 SCREEN_FILE = "screen.csv"
 
 

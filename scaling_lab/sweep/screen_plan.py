@@ -32,9 +32,7 @@ from scaling_lab.spec.errors import SpecError
 from scaling_lab.sweep.columns import PARAM_PREFIX
 from scaling_lab.sweep.experiment_format import Experiment
 from scaling_lab.sweep.pareto import pareto_mask
-
-# predictor names (as lab calibrate --proxies reports them) -> screen.csv columns
-PROFILE_COLUMNS = {"params": "params", "flops": "gflops", "latency_pred": "latency_pred_ms"}
+from scaling_lab.sweep.screen import PROFILE_PREDICTORS
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,9 @@ class ScreenPlan:
 
 def predictor_column(by: str, frame: pd.DataFrame, experiment: Experiment) -> str:
     """The screen.csv column of predictor ``by``; a SpecError naming ``screen.by``."""
-    column = PROFILE_COLUMNS.get(by, by)
+    column = PROFILE_PREDICTORS.get(by, by)
     if column not in frame.columns or column in ("key", "constraint_ok", "screen_s"):
-        known = sorted({*PROFILE_COLUMNS, *(c for c in frame.columns if c.islower())} - {"key"})
+        known = sorted({*PROFILE_PREDICTORS, *(c for c in frame.columns if c.islower())} - {"key"})
         raise SpecError(
             f"unknown predictor '{by}' (known: {', '.join(k for k in known if k != 'screen_s')})",
             source=experiment.path,
