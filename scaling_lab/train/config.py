@@ -101,7 +101,13 @@ class TrainConfig:
     deterministic: bool = setting(
         False, "deterministic kernels (torch.use_deterministic_algorithms, warn only)"
     )
-    amp: bool | None = setting(None, "mixed precision (default: on for CUDA)", cli=False)
+    amp: bool | None = setting(
+        None,
+        "mixed precision: fp16 autocast with loss scaling on CUDA, bf16 autocast on the CPU "
+        "(the loss stays fp32; default: on for CUDA). Changes the trained numerics: a "
+        "calibration holds only for runs with the same setting",
+        cli=False,
+    )
     schedule: LrSchedule = setting("cosine", "learning-rate schedule")
     optimizer: OptimizerKind = setting(
         "sgd",

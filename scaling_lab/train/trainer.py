@@ -66,6 +66,7 @@ from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
 from scaling_lab.train.heads import head_family
 from scaling_lab.train.optim import Schedule, build_optimizer
+from scaling_lab.train.precision import autocast_dtype, to_float32
 from scaling_lab.train.recipe import default_assign, shuffles_training_order
 from scaling_lab.train.recipe_fit import detect_head, model_size
 from scaling_lab.train.run_log import RunLog, plot_losses
@@ -176,7 +177,10 @@ class Trainer:
         )
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if self.is_main else None
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.amp_dtype = autocast_dtype(self.device)
+        # bf16 keeps fp32's exponent range: no loss scaling, no skipped steps
+        scale_loss = self.amp and self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
         self.loader = self._train_loader()
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
@@ -502,9 +506,12 @@ class Trainer:
         targets = targets.to(self.device)
         sync = self.train_model.no_sync() if self.dist.enabled and not will_step else nullcontext()
         with sync:
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 outputs = self.train_model(images)
-                loss, items = self.criterion(outputs, targets, images)
+                if self.amp_dtype == torch.float16:  # the reference's loss under fp16 autocast
+                    loss, items = self.criterion(outputs, targets, images)
+            if self.amp_dtype != torch.float16:  # bf16 rounds too coarsely for the loss
+                loss, items = self.criterion(to_float32(outputs), targets, images)
             if self.dist.enabled:
                 loss = loss * self.dist.world_size  # DDP averages gradients over ranks
             self._check_finite(loss, epoch, i, image_ids)
@@ -560,7 +567,7 @@ class Trainer:
             f"(images {list(image_ids)})"
         )
         self._nonfinite += 1
-        if not self.amp or self._nonfinite >= MAX_NONFINITE_AMP:
+        if not self.scaler.is_enabled() or self._nonfinite >= MAX_NONFINITE_AMP:
             raise FloatingPointError(message)
         warnings.warn(f"{message}; the scaler skips this step", RuntimeWarning, stacklevel=2)
 
