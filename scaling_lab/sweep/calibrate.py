@@ -226,8 +226,11 @@ def run_calibration(
 ) -> Calibration:
     """Train the designs ``seeds`` times each (``sweep_options`` go to ``run_sweep``: resume,
     address, num_cpus; ``progress_options`` to its display, e.g. ``summarize``)."""
+    from scaling_lab.sweep.latency_auto import resolve_auto_table
     from scaling_lab.sweep.runner import default_progress, run_sweep
 
+    # the designs are drawn within the search's constraints, a latency budget among them
+    experiment = resolve_auto_table(experiment, progress=verbose >= 1 or None)
     if not experiment.wants("AP"):
         raise SpecError(
             "calibration trains: the experiment collects no AP metric (add AP to 'metrics')",

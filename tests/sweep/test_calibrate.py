@@ -155,3 +155,24 @@ def test_lab_calibrate_end_to_end(tmp_path):
     assert runs["history"].map(lambda text: len(json.loads(text)["AP50"])).tolist() == [1] * 4
     assert run.stdout.count(" finished ") == 4  # a line per run (stdout is not a terminal)
     assert "tiny_cal: icc " in run.stdout and run.stderr == ""
+
+
+def test_a_search_priced_in_auto_latency_resolves_its_table_before_drawing_designs(
+    tmp_path, monkeypatch
+):
+    """elan_search.yaml's `latency: {table: auto}`: the draw within its constraints needs the
+    machine's table, which `lab calibrate` once failed to read ("auto: no such file")."""
+    from scaling_lab.sweep import latency_auto
+
+    experiment = load_experiment(ROOT / "experiments" / "elan_search.yaml")
+    assert experiment.latency.table == latency_auto.AUTO
+    seen = []
+
+    def resolved(exp, progress=None):
+        seen.append(exp.latency.table)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(latency_auto, "resolve_auto_table", resolved)
+    with pytest.raises(KeyboardInterrupt):
+        run_calibration(experiment, storage=tmp_path / "runs", reports=tmp_path / "reports")
+    assert seen == [latency_auto.AUTO]
