@@ -183,6 +183,9 @@ class Proxy:
 
     width: float = 1.0
     depth: float = 1.0
+    # also the head's own widths: YOLOX's decoupled head is most of a width-0.25 YOLOX-S
+    # unless it shrinks with the body (the YOLO Detect heads have no width of their own)
+    heads: bool = False
 
     def check(self) -> None:
         for name in ("width", "depth"):
@@ -191,7 +194,7 @@ class Proxy:
                 raise FieldError(name, f"a proxy is smaller: a factor in (0, 1], got {value!r}")
 
     def describe(self) -> str:
-        return f"width {self.width:g}, depth {self.depth:g}"
+        return f"width {self.width:g}, depth {self.depth:g}" + (", heads" if self.heads else "")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def training_graph(experiment: Experiment, graph, budget: str | None = None):
     if proxy.depth != 1:
         graph = scale(graph, depth=proxy.depth, mode="depth")
     if proxy.width != 1:
-        graph = scale(graph, width=proxy.width, mode="width")
+        graph = scale(graph, width=proxy.width, mode="width", heads=proxy.heads)
     return graph
 
 

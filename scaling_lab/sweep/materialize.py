@@ -109,10 +109,13 @@ def check_paths(paths: Iterable[str], where: str) -> None:
 
 
 def merge_train(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Training settings with ``extra`` laid over ``base`` (``hyp`` merged key by key)."""
+    """Training settings with ``extra`` laid over ``base`` (``hyp`` merged key by key; a hyp
+    key ``extra`` sets to null is dropped, so each row's own recipe value applies again: a
+    paper budget undoes a CPU budget's change to a key the head families set differently)."""
     merged = {**base, **extra}
     if "hyp" in base or "hyp" in extra:
-        merged["hyp"] = {**base.get("hyp", {}), **extra.get("hyp", {})}
+        hyp = {**base.get("hyp", {}), **extra.get("hyp", {})}
+        merged["hyp"] = {key: value for key, value in hyp.items() if value is not None}
     return merged
 
 

@@ -10,6 +10,8 @@ Modes:
 
 - ``width``: every channel count of every computational and transition block x ``width``
   (the usual width multiplier; ELAN c_hidden, c_chain and c_out alike). ``depth`` must be 1.
+  With ``heads=True`` the detection head's own widths too (YOLOX's decoupled head, whose
+  width is 256 x the model's width multiple); the YOLO ``Detect`` heads have none.
 - ``depth``: the depth of every computational block x ``depth``. A concatenation-based block
   then concatenates more outputs, so its transition reads a wider input; every transition
   width (its own c_out included) stays as it was (Fig. 3b). ``width`` must be None or 1.
@@ -71,12 +73,15 @@ def scale(
     depth: float = 1.0,
     width: float | None = None,
     mode: str = "compound",
+    heads: bool = False,
 ) -> BlockGraph:
     """A copy of ``graph`` scaled in depth and/or width (see the module docstring)."""
     _check_args(depth, width, mode)
+    if heads and mode != "width":
+        raise SpecError(f"scale(): argument 'heads' applies to mode 'width' only, not {mode!r}")
     if mode == "width":
         factor = 1.0 if width is None else width
-        nodes = [_scale_width(node, factor, graph.source) for node in graph.nodes]
+        nodes = [_scale_width(node, factor, graph.source, heads) for node in graph.nodes]
     elif mode == "depth":
         nodes = [_scale_depth(node, depth, graph.source) for node in graph.nodes]
     else:
@@ -146,8 +151,8 @@ def _rescale(node: BlockNode, factors: dict[str, float], source: str) -> BlockNo
     return dataclasses.replace(node, cfg=cfg)
 
 
-def _scale_width(node: BlockNode, width: float, source: str) -> BlockNode:
-    if node.role == "fixed":
+def _scale_width(node: BlockNode, width: float, source: str, heads: bool = False) -> BlockNode:
+    if node.role == "fixed" and not (heads and node.block.head):
         return node
     return _rescale(node, {"width": width, "transition": width}, source)
 

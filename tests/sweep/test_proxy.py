@@ -62,7 +62,7 @@ def test_a_proxy_keeps_the_auxiliary_head_and_block_types(tmp_path):
     [
         ("{width: 1.5}", r":8: field 'proxy.width': a proxy is smaller: a factor in \(0, 1\]"),
         ("{width: 0}", r":8: field 'proxy.width': a proxy is smaller"),
-        ("{widht: 0.5}", r":8: field 'proxy': unknown key 'widht' \(known: width, depth\)"),
+        ("{widht: 0.5}", r":8: field 'proxy': unknown key 'widht' \(known: width, depth, heads\)"),
         ("{depth: half}", r":8: field 'proxy.depth': must be float"),
     ],
 )
@@ -89,3 +89,20 @@ def test_the_tables_note_states_the_factors():
     assert note.startswith("AP: proxy models, each row's model scaled by width 0.25 (")
     assert "#Param. and FLOPs: the full-size models" in note
     assert _proxy_note(pd.DataFrame({"params": [1]})) == ""
+
+
+def test_a_proxy_with_heads_shrinks_the_decoupled_head_and_leaves_detect_alone(tmp_path):
+    experiment = _load(tmp_path, "{width: 0.25, heads: true}", base="yolox-s", override="act: relu")
+    assert experiment.proxy.describe() == "width 0.25, depth 1, heads"
+    full = variant_graph(experiment, experiment.variants[0])
+    head = next(n.name for n in full.nodes if n.block.head)
+    assert full.node(head).cfg.c == 128  # 256 x YOLOX-S's width multiple 0.5
+    assert training_graph(experiment, full).node(head).cfg.c == 32
+    without = _load(tmp_path, "{width: 0.25}", base="yolox-s", override="act: relu")
+    assert training_graph(without, full).node(head).cfg.c == 128  # the default: heads fixed
+    # the YOLO Detect head has no width of its own: heads: true changes nothing there
+    v7 = _load(tmp_path, "{width: 0.25, heads: true}")
+    v7_full = variant_graph(v7, v7.variants[0])
+    assert [n.cfg for n in training_graph(v7, v7_full).nodes] == [
+        n.cfg for n in scale(v7_full, width=0.25, mode="width").nodes
+    ]

@@ -259,3 +259,8 @@ def test_registry_refuses_unknown_scale_metadata():
     with pytest.raises(ValueError, match="metadata scale must be one of"):
         register_block("bad_scale_test", BadCfg)(lower_stack)
     unregister_block("bad_scale_test")
+
+
+def test_heads_scale_only_in_width_mode(base):
+    with pytest.raises(SpecError, match="'heads' applies to mode 'width' only"):
+        scale(base, depth=1.5, heads=True)
