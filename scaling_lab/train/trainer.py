@@ -64,7 +64,7 @@ from scaling_lab.train.checkpoint import (
 from scaling_lab.train.config import TrainConfig
 from scaling_lab.train.ema import ModelEMA
 from scaling_lab.train.evaluation import evaluate_model, fitness, model_from_spec
-from scaling_lab.train.heads import head_family
+from scaling_lab.train.heads import PLAIN_IMAGES, head_family
 from scaling_lab.train.optim import Schedule, build_optimizer
 from scaling_lab.train.precision import autocast_dtype, to_float32
 from scaling_lab.train.recipe import default_assign, shuffles_training_order
@@ -182,6 +182,7 @@ class Trainer:
         scale_loss = self.amp and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
         self.loader = self._train_loader()
+        self._plain_images = False  # the loader serves plain images (``_close_augmentation``)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
             raise DataError("the train split has no batches", source=cfg.data)
@@ -272,7 +273,7 @@ class Trainer:
         self.spec_text = dump_spec(self._graph)
         self.model.layer_graph = lower(self._graph)  # the record the module carries, too
 
-    def _train_loader(self) -> Any:
+    def _train_loader(self, plain: bool = False) -> Any:
         cfg = self.cfg
         if cfg.batch_size % self.dist.world_size:
             raise UserError(
@@ -285,7 +286,7 @@ class Trainer:
             img_size=self.img_size,
             batch_size=cfg.batch_size // self.dist.world_size,
             augment=True,
-            hyp=self.hyp,
+            hyp={**self.hyp, **PLAIN_IMAGES} if plain else self.hyp,
             workers=cfg.workers,
             seed=cfg.seed,
             shuffle=shuffles_training_order(cfg.recipe, distributed=self.dist.enabled),
@@ -442,6 +443,7 @@ class Trainer:
 
     def _start_epoch(self, epoch: int) -> Iterator[Any]:
         """The epoch's batch iterator, positioned after the batches a checkpoint had done."""
+        self._close_augmentation(epoch)  # first: a resume restores the new loader's RNG
         resume = self._resume_rank_state
         if resume is not None:
             restore_rng(resume["rng_epoch_start"])
@@ -459,6 +461,15 @@ class Trainer:
             restore_rng(resume["rng"])
             self._resume_rank_state = None
         return batches
+
+    def _close_augmentation(self, epoch: int) -> None:
+        """From the head family's plain epochs on (YOLOX's last 15 of 300), a loader of plain
+        images: rebuilt, since a persistent worker keeps its own copy of the dataset."""
+        plain = self.family.plain_epochs
+        if plain is None or epoch < self.cfg.epochs - plain(self.cfg.epochs) or self._plain_images:
+            return
+        self.loader = self._train_loader(plain=True)  # self.hyp, checkpointed, stays as is
+        self._plain_images = True
 
     def _train_epoch(self, epoch: int) -> None:
         self.train_model.train()

@@ -38,3 +38,33 @@ def test_train_then_eval(name, tmp_path, monkeypatch):
     assert figures["model"] == name
     for key in (*AP_KEYS, "n_predictions"):
         assert figures[key] == metrics[key], key
+
+
+def test_yolox_trains_its_last_epochs_on_plain_images(tmp_path, monkeypatch):
+    """The public trainer's no-augmentation epochs (15 of 300, with the L1 term): from then on
+    the loader serves plain letterboxed images (no mosaic, mixup or affine; flips and HSV
+    kept), while the recipe the checkpoints store stays the run's."""
+    from scaling_lab.train.heads import PLAIN_IMAGES
+    from scaling_lab.train.heads.yolox import l1_epochs
+    from scaling_lab.train.trainer import Trainer
+    from tests.helpers import train_fakes
+
+    monkeypatch.setenv("SCALING_LAB_CACHE", str(tmp_path / "cache"))
+    epochs = 40  # the last round(40 x 15 / 300) = 2 plain
+    assert l1_epochs(epochs) == 2
+    config = train_fakes.fake_config(
+        "yolox-s", tmp_path / "run", data=DATA, img_size=64, epochs=epochs, batch_size=8
+    )
+    trainer = Trainer(config)
+    trainer._setup()
+    recipe, first = dict(trainer.hyp), trainer.loader
+    assert first.dataset.hyp["mixup"] == 1.0 and first.dataset.hyp["mosaic"] == 1.0
+    trainer._close_augmentation(epochs - 3)  # not yet
+    assert trainer.loader is first
+    trainer._close_augmentation(epochs - 2)
+    plain = trainer.loader.dataset.hyp
+    assert all(plain[key] == value for key, value in PLAIN_IMAGES.items())
+    assert plain["fliplr"] == recipe["fliplr"] and plain["hsv_s"] == recipe["hsv_s"]
+    assert trainer.hyp == recipe  # what the checkpoint stores
+    trainer._close_augmentation(epochs - 1)  # built once
+    assert trainer.loader.dataset.hyp is plain

@@ -29,7 +29,9 @@ class HeadFamily:
     pixels), objectness, class probabilities] for the NMS, ``None`` where the model decodes
     itself (the YOLO ``Detect``); ``recipe`` overrides the default hyper-parameters;
     ``fit_gains(hyp, n_levels, nc, img_size)`` adapts the loss gains to the model; ``init``
-    sets a fresh model's prediction layers as the public implementation initializes them."""
+    sets a fresh model's prediction layers as the public implementation initializes them;
+    ``plain_epochs(epochs)`` is how many of a run's last epochs train on plain images (no
+    mosaic, mixup or affine: YOLOX's last 15 of 300)."""
 
     name: str
     block_types: tuple[str, ...]
@@ -38,6 +40,19 @@ class HeadFamily:
     recipe: dict[str, float] = field(default_factory=dict)
     fit_gains: Callable[..., dict] | None = None
     init: Callable[[nn.Module], None] | None = None  # a fresh model's head, as the public code
+    plain_epochs: Callable[[int], int] | None = None
+
+
+# what a plain-image epoch turns off: every sample one letterboxed image, flips and HSV kept
+PLAIN_IMAGES = {
+    "mosaic": 0.0,
+    "mixup": 0.0,
+    "degrees": 0.0,
+    "translate": 0.0,
+    "scale": 0.0,
+    "shear": 0.0,
+    "perspective": 0.0,
+}
 
 
 _FAMILIES: dict[str, HeadFamily] = {}

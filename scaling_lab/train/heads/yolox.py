@@ -51,7 +51,8 @@ def decode(model: nn.Module, raw: Tensor, img_hw: tuple[int, int]) -> Tensor:
 
 
 def l1_epochs(epochs: int) -> int:
-    """Epochs at the end of a run of ``epochs`` that add the L1 term."""
+    """Epochs at the end of a run of ``epochs`` that add the L1 term and train on plain
+    images (the public trainer's ``no_aug_epochs``: mosaic, mixup and affine closed)."""
     return round(epochs * L1_EPOCHS_FRACTION)
 
 
@@ -215,5 +216,6 @@ YOLOX = register_head(
         init=init_head,
         decode=decode,
         recipe=RECIPE,
+        plain_epochs=l1_epochs,
     )
 )
