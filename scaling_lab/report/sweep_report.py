@@ -75,7 +75,13 @@ def write_sweep_report(
     out_dir = Path(reports) / experiment.name
     frame = read_results(out_dir) if results is None else results
     context = report_context(experiment)
-    notes = (_size_note(frame), _proxy_note(frame), _machine_note(frame), _screen_note(out_dir))
+    notes = (
+        _size_note(frame),
+        _proxy_note(frame),
+        _machine_note(frame),
+        _screen_note(out_dir),
+        calibration_note(experiment, out_dir / "calibration.json", budget),
+    )
     extra = [note for note in notes if note]
     if extra:
         context = dataclasses.replace(context, note=" ".join([context.note, *extra]).strip())
@@ -162,6 +168,29 @@ def _proxy_note(frame: pd.DataFrame) -> str:
     return (
         f"AP: proxy models, each row's model scaled by {described} (transforms.scale, depth "
         "then width) and trained in its place; #Param. and FLOPs: the full-size models."
+    )
+
+
+def calibration_note(experiment: Experiment, path: Path, budget: str | None = None) -> str:
+    """What ``lab calibrate`` found at exactly this budget (same training settings and
+    proxy): does it tell the rows apart beyond seed noise? Empty without such a calibration."""
+    from scaling_lab.sweep.calibrate import training_settings
+
+    try:
+        report = json.loads(path.read_text())
+        if report.get("train") != training_settings(experiment, budget):
+            return ""
+        icc, (low, high) = float(report["icc"]), report["icc_ci95"]
+        tau, separates = float(report["kendall_tau_seeds"]), bool(report["separates"])
+        unit = "designs" if experiment.kind == "search" else "rows"
+        shape = f"{int(report['designs'])} {unit} x {int(report['seeds'])} seeds"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ""  # none, or a damaged one: it says nothing
+    verdict = f"tells the {unit} apart" if separates else f"does not tell the {unit} apart reliably"
+    return (
+        f"Calibrated (lab calibrate, {shape}, calibration.md): this budget {verdict}; share of "
+        f"variance between {unit} (ICC) {icc:.2f} [{float(low):.2f}, {float(high):.2f}], "
+        f"ranking agreement between seeds (Kendall tau) {tau:.2f}."
     )
 
 
