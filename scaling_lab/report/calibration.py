@@ -16,7 +16,9 @@ Three numbers, from K designs trained N times each at the budget:
   designs' means. High: stopping at the rung keeps the designs that would end best.
 
 The budget separates designs when ``icc >= 0.8``, ``kendall_tau_seeds >= 0.7`` and
-``kendall_tau_rung_final >= 0.6`` (the thresholds of issue #13). Nothing here imports torch.
+``kendall_tau_rung_final >= 0.6`` (the thresholds of issue #13); the rung criterion only where
+the experiment stops runs early (a table without a scheduler trains every run to the end, and
+its rung, epoch 1, decides nothing: it is reported, not checked). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -156,9 +158,12 @@ def _plain(value: float) -> float | None:
     return round(float(value), 6) if math.isfinite(value) else None
 
 
-def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) -> dict:
+def calibration_stats(
+    runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]], early_stopping: bool = True
+) -> dict:
     """The three numbers and the per-design summaries from the runs (design, seed, final,
-    rung); ``designs``: label plus what describes each design (its overrides)."""
+    rung); ``designs``: label plus what describes each design (its overrides);
+    ``early_stopping``: whether the rung criterion is checked (None in ``checks`` if not)."""
     labels = [d["label"] for d in designs]
     groups = [runs.loc[runs["design"] == label, "final"].tolist() for label in labels]
     wide = runs.pivot_table(index="design", columns="seed", values="final", aggfunc="first")
@@ -170,7 +175,11 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
         "kendall_tau_rung_final": kendall_tau(runs["rung"], runs["final"]),
         "kendall_tau_rung_final_means": kendall_tau(means["rung"], means["final"]),
     }
-    checks = {name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()}
+    checks: dict[str, bool | None] = {
+        name: bool(stats[name] >= low) for name, low in THRESHOLDS.items()
+    }
+    if not early_stopping:
+        checks["kendall_tau_rung_final"] = None
     icc_low, icc_high = icc1_ci(groups)
     target = THRESHOLDS["icc"]
     std, df = pooled_std(groups)
@@ -188,7 +197,7 @@ def calibration_stats(runs: pd.DataFrame, designs: Sequence[Mapping[str, Any]]) 
         "rung_final_over": "runs",
         "thresholds": THRESHOLDS,
         "checks": checks,
-        "separates": all(checks.values()),
+        "separates": all(ok for ok in checks.values() if ok is not None),
         "pooled_std": _plain(std),  # one run's seed noise, for the search table's intervals
         "pooled_df": df,
         # what is left of it between two designs trained with the same seed (a search's)
@@ -223,8 +232,11 @@ def _verdict(report: dict) -> list[str]:
         low_high = report.get(f"{name}_ci95") or [None, None]
         if value is not None and None not in low_high:
             shown += f" (95% CI {low_high[0]:.2f} to {low_high[1]:.2f})"
-        ok = "meets" if report["checks"][name] else "misses"
-        lines.append(f"- {words[name]}: {shown}, {ok} the threshold {low}")
+        ok = report["checks"][name]
+        if ok is None:
+            lines.append(f"- {words[name]}: {shown}, not a criterion: no run stops early here")
+            continue
+        lines.append(f"- {words[name]}: {shown}, {'meets' if ok else 'misses'} the threshold {low}")
     return lines
 
 
@@ -359,5 +371,5 @@ def calibration_report(calibration: Calibration) -> dict:
         "seeds": calibration.seeds,
         "wall_s": calibration.wall_s,
         "run_s": calibration.run_s,
-        **calibration_stats(calibration.runs, designs),
+        **calibration_stats(calibration.runs, designs, calibration.early_stopping),
     }

@@ -56,6 +56,7 @@ class Calibration:
     runs: pd.DataFrame  # design, seed, status, final, rung, epochs_done
     wall_s: float  # this invocation (a resumed one only finishes what was left)
     run_s: float = 0.0  # the runs' own times, summed (resumed ones included)
+    early_stopping: bool = True  # the experiment stops runs at the rung (a scheduler)
 
 
 def training_settings(experiment: Experiment, budget: str | None) -> dict[str, Any]:
@@ -263,6 +264,7 @@ def run_calibration(
         mode=mode,
         rung_metric=rung[0],
         rung_epoch=rung[1],
+        early_stopping=isinstance(experiment.scheduler, Scheduler),
         budget=budget,
         epochs=planned_epochs(experiment.train_config(budget)),
         train=training_settings(experiment, budget),

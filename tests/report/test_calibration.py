@@ -185,6 +185,19 @@ def test_a_report_that_misses_the_icc_says_how_many_seeds_would_reach_it():
     assert "seeds per design" not in calibration_markdown({**CONTEXT, **good})
 
 
+def test_without_early_stopping_the_rung_is_reported_but_not_a_criterion():
+    runs = _runs([0.1, 0.2, 0.3, 0.4], noise=0.002)
+    runs["rung"] = runs["final"].to_numpy()[::-1]  # a rung that ranks the designs backwards
+    stopped = calibration_stats(runs, DESIGNS)
+    assert stopped["kendall_tau_rung_final"] < 0 and not stopped["separates"]
+    table = calibration_stats(runs, DESIGNS, early_stopping=False)  # a table: no scheduler
+    assert table["kendall_tau_rung_final"] == stopped["kendall_tau_rung_final"]
+    assert table["checks"]["kendall_tau_rung_final"] is None and table["separates"]
+    text = calibration_markdown({**CONTEXT, **table})
+    assert "every criterion is met" in text
+    assert "not a criterion: no run stops early here" in text
+
+
 def test_failed_runs_are_left_out_and_counted():
     runs = _runs([0.1, 0.2, 0.3, 0.4], noise=0.002)
     runs.loc[0, ["status", "final", "rung"]] = ["failed", math.nan, math.nan]
