@@ -186,9 +186,18 @@ def test_non_finite_loss_names_the_images(spec_path, tmp_path):
 
 
 def test_amp_tolerates_a_few_overflows(spec_path, tmp_path):
+    """Under fp16's loss scaler a non-finite loss is skipped a few times; without a scaler
+    (fp32, or bf16 on the CPU) the first one stops the run, since nothing would skip it."""
+    from types import SimpleNamespace
+
     trainer = Trainer(_config(spec_path, tmp_path / "run"))
     nan = torch.tensor(float("nan"))
     trainer.amp = True
+    trainer.scaler = SimpleNamespace(is_enabled=lambda: False)  # bf16: no scaler
+    with pytest.raises(FloatingPointError, match=r"images \[7\]"):
+        trainer._check_finite(nan, 0, 3, [7])
+    trainer._nonfinite = 0
+    trainer.scaler = SimpleNamespace(is_enabled=lambda: True)  # fp16 with loss scaling
     with pytest.warns(RuntimeWarning, match=r"non-finite loss nan in epoch 0, batch 3"):
         for _ in range(MAX_NONFINITE_AMP - 1):
             trainer._check_finite(nan, 0, 3, [7])
