@@ -1,12 +1,12 @@
 """Training-step time in fp32 and under bf16 autocast (``amp: true`` on the CPU), side by
 side in one run, on the real trainer at the main job's budget.
 
-Each mode trains ``--model`` for one epoch on the main job's data (experiments/elan_search.yaml:
-400 synthetic images at 128 px, batch 8, Adam, one thread, as a trial runs), alternating fp32
-and bf16 ``--repeats`` times; the step time is the trainer's own (``steps.csv`` ``time_s``:
-forward, loss, backward, optimizer step; data loading not included), median over the steps
-after the first ``--skip`` of each run. The last lines give the mean loss of each mode's first
-step (the same weights and batch: bf16 rounds it) and the ratio.
+Each mode trains ``--model`` for one epoch at the main job's budget, read from
+experiments/elan_search.yaml (400 synthetic images at 128 px, batch 8, Adam; one thread, as
+a trial runs), alternating fp32 and bf16 ``--repeats`` times; the step time is the trainer's
+own (``steps.csv`` ``time_s``: forward, loss, backward, optimizer step; data loading not
+included), median over the steps after the first ``--skip`` of each run. The last lines give
+the loss of each mode's first step (the same weights and batch: bf16 rounds it) and the ratio.
 
     .venv/bin/python benchmarks/train_step_precision.py [--model yolov7-tiny] [--repeats 2]
 
@@ -23,36 +23,24 @@ from pathlib import Path
 import torch
 
 from scaling_lab.machine import machine_card
+from scaling_lab.sweep.experiment import load_experiment
 from scaling_lab.train.config import TrainConfig
 from scaling_lab.train.run_log import read_csv
 from scaling_lab.train.trainer import train
 
-BUDGET = {  # experiments/elan_search.yaml's train: settings, one epoch
-    "data": "synth:images=400,size=128,val_fraction=0.3",
-    "img_size": 128,
-    "epochs": 1,
-    "optimizer": "adam",
-    "batch_size": 8,
-    "nominal_batch": 8,
-    "warmup_min_steps": 0,
-    "recipe": "ours",
-    "progress": False,
-    "hyp": {
-        "warmup_epochs": 1,
-        "mosaic9": 0.0,
-        "mixup": 0.0,
-        "paste_in": 0.0,
-        "scale": 0.25,
-        "obj": 25.0,
-        "lr0": 0.001,
-        "warmup_bias_lr": 0.01,
-    },
-}
+MAIN_JOB = Path(__file__).resolve().parents[1] / "experiments" / "elan_search.yaml"
+
+
+def budget() -> dict:
+    """The main job's training settings (``amp`` is set per mode), one epoch, no progress
+    bars."""
+    train = load_experiment(MAIN_JOB, check_graphs=False).train_config()
+    return {**train, "epochs": 1, "progress": False}
 
 
 def run(model: str, amp: bool, out: Path, skip: int) -> tuple[float, float]:
     """Median step seconds after ``skip`` steps, and the first step's loss."""
-    train(TrainConfig(model=model, out=str(out), amp=amp, seed=0, **BUDGET))
+    train(TrainConfig(model=model, out=str(out), seed=0, **{**budget(), "amp": amp}))
     rows = read_csv(out / "steps.csv")
     return statistics.median(float(r["time_s"]) for r in rows[skip:]), float(rows[0]["total"])
 

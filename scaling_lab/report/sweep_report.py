@@ -120,16 +120,11 @@ def calibrated_noise(
 ) -> SeedNoise | None:
     """The single-run seed noise ``lab calibrate`` measured for exactly this budget (same
     training settings and proxy), or None: a calibration of other settings says nothing."""
-    from scaling_lab.sweep.calibrate import ranking_metric, training_settings
+    from scaling_lab.sweep.calibrate import ranking_metric
 
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    report = matching_calibration(experiment, path, budget)
     metric, _ = ranking_metric(experiment)
-    if not isinstance(report, dict) or report.get("metric") != metric:
-        return None
-    if report.get("train") != training_settings(experiment, budget):
+    if report is None or report.get("metric") != metric:
         return None
     std, df = report.get("pooled_std"), report.get("pooled_df")
     designs, seeds = report.get("designs"), report.get("seeds")
@@ -171,25 +166,39 @@ def _proxy_note(frame: pd.DataFrame) -> str:
     )
 
 
-def calibration_note(experiment: Experiment, path: Path, budget: str | None = None) -> str:
-    """What ``lab calibrate`` found at exactly this budget (same training settings and
-    proxy): does it tell the rows apart beyond seed noise? Empty without such a calibration."""
+def matching_calibration(
+    experiment: Experiment, path: Path, budget: str | None = None
+) -> dict | None:
+    """``calibration.json`` at ``path`` if ``lab calibrate`` measured it at exactly this
+    budget (same training settings and proxy), else None (none, damaged, or other settings)."""
     from scaling_lab.sweep.calibrate import training_settings
 
     try:
         report = json.loads(path.read_text())
-        if report.get("train") != training_settings(experiment, budget):
-            return ""
-        icc, (low, high) = float(report["icc"]), report["icc_ci95"]
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("train") != training_settings(experiment, budget):
+        return None
+    return report
+
+
+def calibration_note(experiment: Experiment, path: Path, budget: str | None = None) -> str:
+    """What ``lab calibrate`` found at exactly this budget: does it tell the rows apart
+    beyond seed noise? Empty without such a calibration."""
+    report = matching_calibration(experiment, path, budget)
+    if report is None:
+        return ""
+    try:
+        icc, (low, high) = float(report["icc"]), (float(v) for v in report["icc_ci95"])
         tau, separates = float(report["kendall_tau_seeds"]), bool(report["separates"])
         unit = "designs" if experiment.kind == "search" else "rows"
         shape = f"{int(report['designs'])} {unit} x {int(report['seeds'])} seeds"
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return ""  # none, or a damaged one: it says nothing
+    except (ValueError, TypeError, KeyError):
+        return ""  # a damaged one says nothing
     verdict = f"tells the {unit} apart" if separates else f"does not tell the {unit} apart reliably"
     return (
         f"Calibrated (lab calibrate, {shape}, calibration.md): this budget {verdict}; share of "
-        f"variance between {unit} (ICC) {icc:.2f} [{float(low):.2f}, {float(high):.2f}], "
+        f"variance between {unit} (ICC) {icc:.2f} [{low:.2f}, {high:.2f}], "
         f"ranking agreement between seeds (Kendall tau) {tau:.2f}."
     )
 

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 # predictors without training that a profile gives: name (as lab calibrate --proxies and
 # ``screen: {by}`` call them) -> screen.csv column
 PROFILE_PREDICTORS = {"params": "params", "flops": "gflops", "latency_pred": "latency_pred_ms"}
-PROFILE_COLUMNS = tuple(PROFILE_PREDICTORS.values())
 SCREEN_FILE = "screen.csv"
 
 
