@@ -35,9 +35,9 @@ class MaxPool(Op):
         return FREE
 
     def build(self) -> Any:
-        from torch import nn
+        from scaling_lab.ops.modules import MaxPool2d
 
-        return nn.MaxPool2d(self.k, self.s, self.p)
+        return MaxPool2d(self.k, self.s, self.p)
 
     def fit_macs(self, inputs: Sequence[Shape], out: Shape) -> int:
         return out.elements * self.k * self.k  # no weights, but k x k reads per output
