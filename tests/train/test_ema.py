@@ -111,3 +111,44 @@ def test_built_model_average_keeps_layer_graph_and_fuses(tiny_graph):
     with torch.no_grad():
         x = torch.rand(1, 3, 64, 64)
         torch.testing.assert_close(fused(x), ema.module(x), rtol=1e-4, atol=1e-3)
+
+
+def test_foreach_update_equals_the_per_tensor_formula(tiny_graph):
+    """The batched update gives the bits of ``avg.mul_(d).add_(new, alpha=1 - d)`` per tensor,
+    on a built model whose weights and BatchNorm statistics move between updates."""
+    torch.manual_seed(0)
+    model = create_model(tiny_graph)
+    ema = ModelEMA(model, decay=0.9, tau=2.0)
+    expected = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    for step in range(1, 4):
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.add_(torch.randn_like(tensor))
+                else:
+                    tensor.add_(step)
+        ema.update(model)
+        d = ema.decay_at(step)
+        for name, new in model.state_dict().items():
+            if new.is_floating_point():
+                expected[name].mul_(d).add_(new, alpha=1.0 - d)
+            else:
+                expected[name].copy_(new)
+        for name, avg in ema.module.state_dict().items():
+            assert torch.equal(avg, expected[name]), (step, name)
+
+
+def test_update_follows_tensors_replaced_in_the_model():
+    """The matched tensors are cached; a parameter given new storage (as ``.to()`` does), a
+    parameter or a buffer replaced by another tensor is picked up, not the stale one."""
+    model = _toy()
+    ema = ModelEMA(model, decay=0.5, tau=1.0)
+    ema.update(model)  # builds the cache; w = 0, b = 4, mean = 0
+    model[0].weight.data = torch.full((1, 1), 1.0, dtype=torch.float64)
+    model[0].bias = nn.Parameter(torch.full((1,), 2.0, dtype=torch.float64))
+    model[1].running_mean = torch.full((1,), 10.0, dtype=torch.float64)
+    ema.update(model)
+    # d2 = 0.5 (1 - e^-2) = 0.432332358: each = 0.432332358 * old + 0.567667642 * new
+    assert ema.module[0].weight.item() == pytest.approx(0.567667642, abs=1e-9)
+    assert ema.module[0].bias.item() == pytest.approx(0.432332358 * 4 + 0.567667642 * 2, abs=1e-9)
+    assert ema.module[1].running_mean.item() == pytest.approx(5.67667642, abs=1e-8)
