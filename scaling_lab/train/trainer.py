@@ -174,6 +174,7 @@ class Trainer:
             kind=cfg.optimizer,
             batch_size=cfg.batch_size,
             nominal_batch=cfg.nominal_batch,
+            fused=cfg.fused_optimizer,
         )
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if self.is_main else None
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"

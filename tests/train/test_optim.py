@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -130,3 +131,38 @@ def test_adamw_decouples_the_decay_adam_adds_it_to_the_gradient():
 def test_an_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         build_optimizer(nn.Linear(2, 2), HYP, kind="rmsprop", batch_size=16)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_fused_kernel_takes_the_same_steps_to_rounding(kind):
+    """``fused=True`` picks torch's fused kernel; after a few steps its weights equal the
+    default foreach step's to float rounding (not to the bit: hence a setting)."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    grads = [[torch.randn_like(p) for p in base.parameters()] for _ in range(3)]
+    weights = {}
+    for fused in (False, True):
+        model = copy.deepcopy(base)
+        opt = build_optimizer(model, HYP, kind=kind, batch_size=64, nominal_batch=64, fused=fused)
+        assert opt.defaults["fused"] is (True if fused else None)
+        assert opt.defaults["foreach"] is (None if fused else True)
+        for step in grads:
+            for p, g in zip(model.parameters(), step):
+                p.grad = g.clone()
+            opt.step()
+        weights[fused] = [p.detach() for p in model.parameters()]
+    for a, b in zip(weights[False], weights[True]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_adam_first_step_by_hand():
+    # step 1 with zero decay: m_hat = g, v_hat = g^2, so w -= lr * g / (|g| + eps)
+    hyp = {**HYP, "weight_decay": 0.0}
+    model = nn.Linear(3, 1, bias=False)
+    start = model.weight.detach().clone()
+    grad = torch.tensor([[0.5, -2.0, 1e-3]])
+    opt = build_optimizer(model, hyp, kind="adam", batch_size=64, nominal_batch=64, fused=True)
+    model.weight.grad = grad.clone()
+    opt.step()
+    expected = start - 0.01 * grad / (grad.abs() + 1e-8)
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=0, atol=1e-7)

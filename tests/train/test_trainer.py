@@ -104,13 +104,18 @@ def test_interrupted_run_resumes_exactly(
     )
 
 
-def test_an_adam_run_trains_with_adam_and_resumes_exactly(spec_path, reference_run, tmp_path):
-    # Adam's moments are state: a resume that rebuilt SGD, or lost the moments, would diverge
+@pytest.mark.parametrize("fused", [False, True])
+def test_an_adam_run_trains_with_adam_and_resumes_exactly(
+    spec_path, reference_run, tmp_path, fused
+):
+    # Adam's moments are state: a resume that rebuilt SGD, or lost the moments, would diverge;
+    # a fused run must resume fused (the foreach kernel rounds otherwise)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    train(_config(spec_path, whole, optimizer="adam"), backends=train_fakes.fake_backends())
+    adam = {"optimizer": "adam", "fused_optimizer": fused}
+    train(_config(spec_path, whole, **adam), backends=train_fakes.fake_backends())
     with pytest.raises(train_fakes.KilledError):
         train(
-            _config(spec_path, killed, optimizer="adam", save_every=2),
+            _config(spec_path, killed, save_every=2, **adam),
             backends=train_fakes.fake_backends(),
             callbacks=[train_fakes.kill_after(6)],
         )
