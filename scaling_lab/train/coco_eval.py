@@ -37,26 +37,43 @@ def scale_to_original(det: torch.Tensor, shape: tuple[int, int, float, float, fl
     return boxes_from_letterbox(boxes, ratio, (pad_w, pad_h), shape=(h0, w0))
 
 
+def round_like_python(values: np.ndarray, digits: int) -> np.ndarray:
+    """``round(v, digits)`` of each value, as Python rounds a float (the decimal nearest to
+    the float's exact value, ties to even), vectorized: a COCO result file holds tens of
+    thousands of boxes, and rounding them one by one was a fifth of an evaluation.
+
+    numpy's ``rint(v * 10**digits) / 10**digits`` gives the same float except where the
+    product's own rounding error could carry it across a half; those few values (a scaled
+    value within 1e-9 relative of a half) are rounded by ``round`` itself."""
+    scale = 10.0**digits
+    scaled = values * scale
+    rounded = np.rint(scaled) / scale
+    distance_to_half = np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5)
+    near_half = distance_to_half <= 1e-9 * np.maximum(1.0, np.abs(scaled))
+    for index in zip(*np.nonzero(near_half), strict=True):
+        rounded[index] = round(float(values[index]), digits)
+    return rounded
+
+
 def to_coco_json(
     dets: list[torch.Tensor], image_ids: list[int], shapes: list, class_ids: list[int]
 ) -> list[dict]:
-    """Per-image NMS outputs -> COCO result dicts (bbox x, y, w, h in original pixels)."""
+    """Per-image NMS outputs -> COCO result dicts (bbox x, y, w, h in original pixels,
+    rounded to 3 decimals, scores to 5, as the reference writes them)."""
     results = []
     for det, image_id, shape in zip(dets, image_ids, shapes):
         if not len(det):
             continue
         boxes = scale_to_original(det, shape)
-        scores = det[:, 4].tolist()
-        classes = det[:, 5].long().tolist()
-        for (x1, y1, x2, y2), score, cls in zip(boxes.tolist(), scores, classes):
-            results.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": int(class_ids[cls]),
-                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                    "score": round(score, 5),
-                }
-            )
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1)
+        bboxes = round_like_python(xywh, 3).tolist()
+        scores = round_like_python(det[:, 4].detach().cpu().double().numpy(), 5).tolist()
+        categories = [int(class_ids[c]) for c in det[:, 5].long().tolist()]
+        image = int(image_id)
+        results += [
+            {"image_id": image, "category_id": category, "bbox": bbox, "score": score}
+            for bbox, score, category in zip(bboxes, scores, categories, strict=True)
+        ]
     return results
 
 

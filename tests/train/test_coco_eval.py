@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,7 +14,14 @@ from torchvision.ops import batched_nms
 from scaling_lab.data import build_dataloader, resolve_data
 from scaling_lab.nn import postprocess
 from scaling_lab.nn.postprocess import nms_top, non_max_suppression
-from scaling_lab.train.coco_eval import AP_KEYS, coco_metrics, evaluate, scale_to_original
+from scaling_lab.train.coco_eval import (
+    AP_KEYS,
+    coco_metrics,
+    evaluate,
+    round_like_python,
+    scale_to_original,
+    to_coco_json,
+)
 from tests.helpers.data_files import write_coco
 
 
@@ -222,3 +230,61 @@ def test_evaluate_uses_the_one_nms(val_loader, monkeypatch):
     assert len(calls) == len(loader) and m["n_predictions"] == 6
     assert calls[0] == {"conf_thres": 0.001, "iou_thres": 0.65, "max_det": 300}
     assert set(AP_KEYS) <= set(m)
+
+
+@pytest.mark.parametrize("digits", [3, 5])
+def test_vectorized_rounding_is_pythons(digits):
+    """Random values and the hard cases: decimal halves that are not exact in binary (2.675
+    is 2.67499999...), exact binary halves (0.0625 ties to even) and values whose scaled
+    product rounds across a half."""
+    rng = np.random.default_rng(0)
+    step = 10.0**-digits
+    halves = (np.arange(-2000, 2000) + 0.5) * step  # k + 1/2 at the last digit, in decimal
+    values = np.concatenate(
+        [
+            rng.uniform(-1e4, 1e4, 20000),
+            rng.uniform(0, 1, 20000),
+            halves,
+            np.nextafter(halves, np.inf),
+            np.nextafter(halves, -np.inf),
+            [2.675, 0.0625, 0.125, 1.0005, 0.285, 1.005, 0.0, -0.0, 640.0],
+        ]
+    )
+    got = round_like_python(values, digits).tolist()
+    expected = [round(v, digits) for v in values.tolist()]
+    mismatches = [(v, g, e) for v, g, e in zip(values.tolist(), got, expected) if g != e]
+    assert not mismatches, mismatches[:5]
+    # 2D input rounds in place of each element too
+    grid = values[:60].reshape(6, 10)
+    assert round_like_python(grid, digits).tolist() == [
+        [round(v, digits) for v in row] for row in grid.tolist()
+    ]
+
+
+def test_coco_results_are_the_per_box_formula():
+    """The batched conversion writes what one box at a time with Python's round writes."""
+    torch.manual_seed(0)
+    xy = torch.rand(50, 2) * 100
+    det = torch.cat(
+        [xy, xy + torch.rand(50, 2) * 40, torch.rand(50, 1), torch.randint(0, 3, (50, 1))], 1
+    )
+    shapes = [(90, 120, 120 / 128, 0.0, 19.0), (128, 128, 1.0, 0.0, 0.0)]
+    class_ids = [1, 5, 9]
+    got = to_coco_json(
+        [det, det[:0], det[:7]], [3, 4, 8], [shapes[0], shapes[1], shapes[1]], class_ids
+    )
+    expected = []
+    for d, image_id, shape in ((det, 3, shapes[0]), (det[:7], 8, shapes[1])):
+        boxes = scale_to_original(d, shape).tolist()
+        for (x1, y1, x2, y2), score, cls in zip(boxes, d[:, 4].tolist(), d[:, 5].long().tolist()):
+            bbox = [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
+            expected.append(
+                {
+                    "image_id": image_id,
+                    "category_id": class_ids[cls],
+                    "bbox": bbox,
+                    "score": round(score, 5),
+                }
+            )
+    assert got == expected
+    assert len(got) == 57
