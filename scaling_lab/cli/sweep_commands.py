@@ -33,6 +33,7 @@ def _verbosity(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from scaling_lab.report.stats import summarize
     from scaling_lab.sweep.experiment import load_experiment
+    from scaling_lab.sweep.ray_setup import stop_ray_in_background
     from scaling_lab.sweep.runner import default_progress, run_sweep
 
     verbose = _verbosity(args)
@@ -58,6 +59,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             "num_cpus",
         ),
     )
+    stopping = stop_ray_in_background()  # no trial is left: Ray stops while we report
+    try:
+        return _after_sweep(args, experiment, frame, verbose)
+    finally:
+        if stopping is not None:
+            stopping.join()
+
+
+def _after_sweep(args: argparse.Namespace, experiment, frame, verbose: int) -> int:
+    """The summary line and the report of a finished sweep; 1 when every trial failed."""
     if not verbose:  # the display printed its summary otherwise
         counts = frame["status"].value_counts().to_dict() if len(frame) else {}
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
