@@ -4,9 +4,10 @@ The old path is the code of an earlier commit (default c17ac62, the last before 
 pipelined): batch-synchronous batches, pycocotools' COCOeval, the per-tensor optimizer step, a
 fresh worker process per trial, fp32 training. It is extracted with ``git archive`` into a
 temporary folder and run with this virtual environment's packages; the new path is this
-checkout (pipelined batches, faster-coco-eval, foreach optimizer steps, workers reused across
-trials, and the main job's bf16 training, ``amp: true``, whose calibration is committed:
-``--fp32`` leaves it out).
+checkout (pipelined batches, faster-coco-eval, foreach EMA updates, channels-last max pooling,
+workers reused across trials, and the main job's numerics: bf16 training, ``amp: true``, and
+the fused optimizer step, ``fused_optimizer: true``, whose calibration is committed;
+``--fp32`` leaves both out).
 
 Both train the same work: the main job's space, constraint, recipe and budget (``--epochs``
 and ``--images`` shrink it for a quick look), with a random sampler (proposals that do not
@@ -95,7 +96,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--asha", action="store_true", help="NSGA-II and the rung rule")
-    parser.add_argument("--fp32", action="store_true", help="the new path trains in fp32 too")
+    parser.add_argument(
+        "--fp32", action="store_true", help="the new path in fp32 with the foreach step too"
+    )
     args = parser.parse_args()
     rung = max(1, round(args.epochs * 0.6))  # the main job's rung: epoch 6 of 10
     scheduler = (
@@ -120,7 +123,8 @@ def main() -> None:
             work.mkdir()
             experiment = work / "throughput.yaml"
             # the new path would also train the base beside the designs: not a design
-            amp = "  amp: true\n" if name == "new" and not args.fp32 else ""
+            numerics = "  amp: true\n  fused_optimizer: true\n"  # the main job's
+            amp = numerics if name == "new" and not args.fp32 else ""
             extra = "baselines: []\n" if name == "new" else ""
             experiment.write_text(text.replace("{amp}", amp) + extra)
             wall, trained, keys[name] = _run(tree, experiment, work, args.cpus)
