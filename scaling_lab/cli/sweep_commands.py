@@ -6,10 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_lab.cli.args import add_switch, bounded, check_output_dir, pick
 from scaling_lab.errors import UserError
 from scaling_lab.limits import MAX_SEEDS, MAX_THREADS, MAX_VARIANTS
+
+if TYPE_CHECKING:  # the CLI starts without pandas and the sweep package
+    import pandas as pd
+
+    from scaling_lab.sweep.experiment_format import Experiment
 
 
 def _write_report(experiment, reports: str, formats: str, budget: str | None) -> None:
@@ -67,7 +73,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             stopping.join()
 
 
-def _after_sweep(args: argparse.Namespace, experiment, frame, verbose: int) -> int:
+def _after_sweep(
+    args: argparse.Namespace, experiment: Experiment, frame: pd.DataFrame, verbose: int
+) -> int:
     """The summary line and the report of a finished sweep; 1 when every trial failed."""
     if not verbose:  # the display printed its summary otherwise
         counts = frame["status"].value_counts().to_dict() if len(frame) else {}

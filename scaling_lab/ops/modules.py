@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from typing import cast
 
@@ -87,8 +88,11 @@ class MaxPool2d(nn.MaxPool2d):
 
 
 def _tracing() -> bool:
-    """Inside a TorchScript trace (fvcore's counter) or an ONNX export."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """Inside a TorchScript trace (fvcore's counter) or an ONNX export. ``torch.onnx`` is
+    asked only once something imported it (an export does): touching it imports it, which a
+    training step has no reason to do."""
+    onnx = sys.modules.get("torch.onnx")
+    return torch.jit.is_tracing() or (onnx is not None and onnx.is_in_onnx_export())
 
 
 class ImplicitAdd(nn.Module):

@@ -50,6 +50,10 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray resolves the node address
 
 
+# the Ray connections init_ray made (by the driver's worker id): the ones a sweep may stop
+_STARTED_HERE: set[str] = set()
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, verbose: int = 1) -> None:
     """Start the embedded Ray (or connect to ``address``). Ray's own log lines and the trial
     workers' output reach this terminal only with ``verbose`` >= 2."""
@@ -80,10 +84,6 @@ def init_ray(address: str | None, num_cpus: int | None = None, verbose: int = 1)
         _loopback_only()
         ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     _STARTED_HERE.add(ray.get_runtime_context().get_worker_id())
-
-
-# the Ray connections init_ray made (by the driver's worker id): the ones a sweep may stop
-_STARTED_HERE: set[str] = set()
 
 
 def stop_ray_in_background() -> threading.Thread | None:

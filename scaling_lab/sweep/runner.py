@@ -323,9 +323,9 @@ def _screen_while_ray_starts(session: _Session, count: int) -> list[dict[str, An
     from concurrent.futures import ThreadPoolExecutor
 
     experiment = session.experiment
-    time_left = session.time_left()
     if experiment.screen is None or not experiment.trains(session.ctx.profile_only):
         return _screen(session, count)
+    time_left = session.time_left()
     with ThreadPoolExecutor(1, thread_name_prefix="screen") as pool:
         screening = pool.submit(_screen, session, count)
         if time_left is None or time_left > 0:  # as ``fit``: no Ray for a spent budget
